@@ -1,0 +1,63 @@
+"""signalwire_conversation: the Python SDK for the SignalWire Conversation API.
+
+Blocking calls that return typed models and lazy pagination iterators, plus a background
+listener that hands every new message to your callbacks::
+
+    from signalwire_conversation import Client
+
+    with Client(token="...") as client:
+        for conversation in client.conversation.get_conversations():
+            print(conversation.name)
+
+One :class:`Client` may be shared by many threads.
+"""
+
+from ._version import __version__
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    ConfigurationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RealtimeError,
+    ResponseValidationError,
+    ServerError,
+    SignalWireError,
+    UnprocessableEntityError,
+    ValidationError,
+)
+from .models import (
+    Conversation,
+    ConversationMessage,
+    ConversationMessageEvent,
+    JoinResult,
+    SentMessage,
+    SubscriberInfo,
+)
+
+__all__ = [
+    "__version__",
+    "Conversation",
+    "ConversationMessage",
+    "ConversationMessageEvent",
+    "JoinResult",
+    "SentMessage",
+    "SubscriberInfo",
+    "SignalWireError",
+    "ConfigurationError",
+    "ValidationError",
+    "APIError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "UnprocessableEntityError",
+    "RateLimitError",
+    "ServerError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "ResponseValidationError",
+    "RealtimeError",
+]

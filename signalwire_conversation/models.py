@@ -1,0 +1,440 @@
+"""Typed results: attrs models and the one converter that decodes them from the wire.
+
+Wire names are mapped here and nowhere else (PROTOCOL.md §3.5): ``group_id`` becomes
+``conversation_id``; ``from_fabric_address_id`` / ``from_address_id`` become ``user_id``;
+``fabric_address_ids`` becomes ``address_ids``. Both backend generations decode. Fields the
+models do not know are kept in ``extra`` (and come back out of ``to_dict()``), so a newer backend
+never breaks an older SDK. Timestamps stay as the wire sent them; the ``*_datetime`` helpers
+read seconds or milliseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Callable, Dict, Mapping, Optional, Type, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, override
+
+from .errors import ResponseValidationError
+
+__all__ = [
+    "Conversation",
+    "ConversationMessage",
+    "ConversationMessageEvent",
+    "JoinResult",
+    "SentMessage",
+    "SubscriberInfo",
+    "timestamp_to_datetime",
+    "decode_conversation",
+    "decode_message",
+    "decode_event",
+    "decode_join_result",
+    "decode_sent_message",
+    "decode_subscriber_info",
+    "event_from_message",
+]
+
+JSONDict = Dict[str, Any]
+
+# A wire timestamp below this is seconds since the epoch; at or above it, milliseconds.
+_MILLISECONDS_THRESHOLD = 1e11
+
+
+def timestamp_to_datetime(value: Optional[float]) -> Optional[_dt.datetime]:
+    """An aware UTC ``datetime`` from a wire timestamp in seconds or milliseconds.
+
+    >>> timestamp_to_datetime(1708192187.6779745).isoformat()
+    '2024-02-17T17:49:47.677975+00:00'
+    >>> timestamp_to_datetime(1708192187729).isoformat()
+    '2024-02-17T17:49:47.729000+00:00'
+    >>> timestamp_to_datetime(None) is None
+    True
+    """
+    if value is None:
+        return None
+    seconds = value / 1000.0 if value >= _MILLISECONDS_THRESHOLD else float(value)
+    return _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)
+
+
+class _Model:
+    """Behaviour shared by every model: ``to_dict()`` and a compact HTML table for notebooks."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> JSONDict:
+        """A plain ``dict`` with the SDK's field names (unknown wire fields included)."""
+        out: JSONDict = {}
+        for a in attrs.fields(type(self)):  # type: ignore[misc]
+            if a.name == "extra":
+                continue
+            out[a.name] = _plain(getattr(self, a.name))
+        extra = getattr(self, "extra", None)
+        if extra:
+            for key, value in extra.items():
+                out.setdefault(key, _plain(value))
+        return out
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{escape(str(k))}</th><td>{escape(repr(v))}</td></tr>"
+            for k, v in self.to_dict().items()
+        )
+        return f"<table><caption>{escape(type(self).__name__)}</caption>{rows}</table>"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@attrs.define(frozen=True, kw_only=True)
+class Conversation(_Model):
+    """A conversation the subscriber takes part in (an item of ``get_conversations()``).
+
+    ``id`` is the conversation's id: the wire ``group_id`` on the current backend.
+    """
+
+    id: str
+    name: Optional[str] = None
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    created_at: Optional[float] = None
+    last_message_at: Optional[float] = None
+    group_id: Optional[str] = None
+    address_id: Optional[str] = None
+    from_fabric_address_id: Optional[str] = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def created_datetime(self) -> Optional[_dt.datetime]:
+        """``created_at`` as an aware UTC ``datetime`` (seconds or milliseconds on the wire)."""
+        return timestamp_to_datetime(self.created_at)
+
+    @property
+    def last_message_datetime(self) -> Optional[_dt.datetime]:
+        """``last_message_at`` as an aware UTC ``datetime``."""
+        return timestamp_to_datetime(self.last_message_at)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class ConversationMessage(_Model):
+    """A stored message or call-log entry (``get_conversation_messages()``, ``get_messages()``).
+
+    ``conversation_id`` is the wire ``group_id``; ``user_id`` is the sender's address id (wire
+    ``from_fabric_address_id``). Chat messages have ``subtype == "chat"``; call history has
+    ``subtype == "log"`` with ``kind`` (e.g. ``"call_started"``) and ``details``. ``id`` is
+    ``None`` only when the server sent none.
+    """
+
+    id: Optional[str] = None
+    conversation_id: Optional[str] = None
+    user_id: Optional[str] = None
+    ts: Optional[float] = None
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+    type: Optional[str] = None
+    subtype: Optional[str] = None
+    kind: Optional[str] = None
+    text: Optional[str] = None
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def datetime(self) -> Optional[_dt.datetime]:
+        """``ts`` as an aware UTC ``datetime`` (seconds or milliseconds on the wire)."""
+        return timestamp_to_datetime(self.ts)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class ConversationMessageEvent(ConversationMessage):
+    """A new message delivered live by a subscription (or recovered by gap fill).
+
+    Adds to the message fields: ``hidden``, ``address_id``, ``conversation_name``,
+    ``user_name`` and ``is_author`` (``True`` when this subscriber sent it). Messages recovered
+    over REST after a reconnect carry only what the REST API returns (``recovered`` is
+    ``True``; the names may be ``None``).
+    """
+
+    hidden: bool = False
+    address_id: Optional[str] = None
+    conversation_name: Optional[str] = None
+    user_name: Optional[str] = None
+    is_author: Optional[bool] = None
+    recovered: bool = False
+
+
+@attrs.define(frozen=True, kw_only=True)
+class JoinResult(_Model):
+    """What ``join()`` answered: the conversation (group) id and its member addresses."""
+
+    group_id: str
+    address_ids: tuple[str, ...] = ()
+    from_address_id: Optional[str] = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def conversation_id(self) -> str:
+        """The same as ``group_id``: the id messages of this conversation carry."""
+        return self.group_id
+
+
+@attrs.define(frozen=True, kw_only=True)
+class SentMessage(_Model):
+    """What ``send_message()`` answered. ``id`` is ``None`` when the server did not return one."""
+
+    id: Optional[str] = None
+    conversation_id: Optional[str] = None
+    user_id: Optional[str] = None
+    text: Optional[str] = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class SubscriberInfo(_Model):
+    """The subscriber the token belongs to (``GET /api/fabric/subscriber/info``)."""
+
+    id: Optional[str] = None
+    address_ids: tuple[str, ...] = ()
+    display_name: Optional[str] = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def address_id(self) -> Optional[str]:
+        """The subscriber's own (first) address id, used as the sender of messages."""
+        return self.address_ids[0] if self.address_ids else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The converter: one private cattrs instance; per model, one small dialect function that turns
+# either wire generation into the model's names, then a generated structure hook.
+# ---------------------------------------------------------------------------------------------
+
+_converter = cattrs.Converter(detailed_validation=False, forbid_extra_keys=False)
+
+M = TypeVar("M")
+
+
+def _str_or_none(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _number_or_none(value: Any) -> Optional[float]:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value if v is not None)
+    return ()
+
+
+def _register(exact: Any, coerce: Callable[[Any], Any]) -> None:
+    _converter.register_structure_hook_func(lambda t: t == exact, lambda v, _: coerce(v))
+
+
+_register(Optional[str], _str_or_none)
+_register(Optional[float], _number_or_none)
+_register(Mapping[str, Any], _mapping)
+_register(tuple[str, ...], _str_tuple)
+
+
+def _pop_first(data: JSONDict, *names: str) -> Any:
+    """Remove and return the first of ``names`` present with a non-null value."""
+    for name in names:
+        if data.get(name) is not None:
+            return data.pop(name)
+    return None
+
+
+def _message_dialect(data: JSONDict) -> JSONDict:
+    d = dict(data)
+    conversation_id = _pop_first(d, "conversation_id", "group_id")
+    user_id = _pop_first(d, "user_id", "from_fabric_address_id", "from_address_id")
+    d["conversation_id"] = conversation_id
+    d["user_id"] = user_id
+    return d
+
+
+def _event_dialect(data: JSONDict) -> JSONDict:
+    d = _message_dialect(data)
+    if "hidden" in d:
+        d["hidden"] = _bool(d["hidden"])
+    for flag in ("is_author", "recovered"):
+        if flag in d and d[flag] is not None:
+            d[flag] = _bool(d[flag])
+    return d
+
+
+def _conversation_dialect(data: JSONDict) -> JSONDict:
+    d = dict(data)
+    if d.get("id") is None and d.get("group_id") is not None:
+        d["id"] = d["group_id"]
+    if d.get("from_fabric_address_id") is None and d.get("from_address_id") is not None:
+        d["from_fabric_address_id"] = d.pop("from_address_id")
+    return d
+
+
+def _unwrap_table(data: JSONDict) -> JSONDict:
+    # An older backend wrapped results in {"table": {...}} (a Ruby OpenStruct leak).
+    table = data.get("table")
+    if isinstance(table, dict) and len(data) == 1:
+        return dict(table)
+    return dict(data)
+
+
+def _join_dialect(data: JSONDict) -> JSONDict:
+    d = _unwrap_table(data)
+    group_id = _pop_first(d, "group_id", "conversation_id")
+    return {
+        "group_id": group_id,
+        "address_ids": d.get("fabric_address_ids") or d.get("address_ids") or (),
+        "from_address_id": d.get("from_fabric_address_id") or d.get("from_address_id"),
+        "raw": data,
+    }
+
+
+def _sent_dialect(data: JSONDict) -> JSONDict:
+    d = _message_dialect(_unwrap_table(data))
+    return {
+        "id": d.get("id"),
+        "conversation_id": d.get("conversation_id"),
+        "user_id": d.get("user_id"),
+        "text": d.get("text"),
+        "raw": data,
+    }
+
+
+def _subscriber_dialect(data: JSONDict) -> JSONDict:
+    addresses = data.get("fabric_addresses")
+    ids = [a.get("id") for a in addresses if isinstance(a, dict)] if isinstance(addresses, list) else []
+    return {
+        "id": data.get("id"),
+        "address_ids": [i for i in ids if i],
+        "display_name": data.get("display_name") or data.get("name"),
+        "raw": data,
+    }
+
+
+def _decoder(
+    cls: Type[M],
+    dialect: Callable[[JSONDict], JSONDict],
+    required: tuple[str, ...],
+    *,
+    keep_extra: bool,
+) -> Callable[[Any], M]:
+    names = frozenset(a.name for a in attrs.fields(cls))  # type: ignore[misc]
+    hook = make_dict_structure_fn(cls, _converter, _cattrs_detailed_validation=False)
+    label = cls.__name__
+
+    def decode(data: Any) -> M:
+        if not isinstance(data, dict):
+            raise ResponseValidationError(
+                f"expected a JSON object for a {label}, got {type(data).__name__}"
+            )
+        d = dialect(data)
+        for name in required:
+            value = d.get(name)
+            if value is None or value == "":
+                raise ResponseValidationError(f"{label} without {name!r}: {_preview(data)}")
+        if keep_extra:
+            extra = {k: v for k, v in d.items() if k not in names}
+            known = {k: v for k, v in d.items() if k in names}
+            known["extra"] = extra
+        else:
+            known = d
+        try:
+            return hook(known, cls)
+        except (TypeError, ValueError, cattrs.BaseValidationError) as exc:
+            raise ResponseValidationError(f"could not decode a {label}: {exc}") from None
+
+    return decode
+
+
+def _preview(data: Mapping[str, Any], limit: int = 200) -> str:
+    text = repr(dict(data))
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+_conversation_hook = _decoder(Conversation, _conversation_dialect, ("id",), keep_extra=True)
+_message_hook = _decoder(ConversationMessage, _message_dialect, (), keep_extra=True)
+_event_hook = _decoder(ConversationMessageEvent, _event_dialect, (), keep_extra=True)
+_join_hook = _decoder(JoinResult, _join_dialect, ("group_id",), keep_extra=False)
+_sent_hook = _decoder(SentMessage, _sent_dialect, (), keep_extra=False)
+_subscriber_hook = _decoder(SubscriberInfo, _subscriber_dialect, (), keep_extra=False)
+
+
+def decode_conversation(data: Any) -> Conversation:
+    """Decode one item of ``GET /api/fabric/conversations`` (either wire generation)."""
+    return _conversation_hook(data)
+
+
+def decode_message(data: Any) -> ConversationMessage:
+    """Decode one stored message of a message list (either wire generation)."""
+    return _message_hook(data)
+
+
+def decode_event(payload: Any, *, is_author: Optional[bool] = None) -> ConversationMessageEvent:
+    """Decode the ``params.params`` payload of a ``conversation.message`` event.
+
+    Also accepts the output of :meth:`ConversationMessageEvent.to_dict`, so an event that went
+    through a queue as JSON decodes back to an equal event.
+    """
+    event = _event_hook(payload)
+    if is_author is not None and event.is_author is None:
+        event = attrs.evolve(event, is_author=is_author)
+    return event
+
+
+def decode_join_result(data: Any) -> JoinResult:
+    """Decode the body of ``POST /api/fabric/conversations/join``."""
+    return _join_hook(data)
+
+
+def decode_sent_message(data: Any) -> SentMessage:
+    """Decode the body of ``POST /api/fabric/messages`` (an empty body gives an empty result)."""
+    return _sent_hook(data if data is not None else {})
+
+
+def decode_subscriber_info(data: Any) -> SubscriberInfo:
+    """Decode the body of ``GET /api/fabric/subscriber/info``."""
+    return _subscriber_hook(data)
+
+
+def event_from_message(message: ConversationMessage) -> ConversationMessageEvent:
+    """The event a subscription delivers for a message recovered over REST (gap fill)."""
+    fields = {a.name: getattr(message, a.name) for a in attrs.fields(ConversationMessage)}
+    extra = dict(fields.pop("extra"))
+    hidden = _bool(extra.pop("hidden", False))
+    names = {
+        name: _str_or_none(extra.pop(name, None))
+        for name in ("address_id", "conversation_name", "user_name")
+    }
+    return ConversationMessageEvent(
+        **fields, extra=extra, hidden=hidden, recovered=True, **names
+    )

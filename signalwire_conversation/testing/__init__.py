@@ -1,0 +1,1 @@
+"""A local emulator of the SignalWire Conversation backend, for demos and tests."""

@@ -1,0 +1,1 @@
+"""pytest plugin: the ``signalwire_emulator`` fixture."""
