@@ -15,3 +15,21 @@ def clean_signalwire_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("SIGNALWIRE_"):
             monkeypatch.delenv(name, raising=False)
     yield
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run the long reliability, soak and full-size tests (marked slow)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
