@@ -12,7 +12,11 @@ listener that hands every new message to your callbacks::
 One :class:`Client` may be shared by many threads.
 """
 
+from __future__ import annotations
+
 from ._version import __version__
+from .client import Client
+from .conversation import ConversationAPI
 from .errors import (
     APIConnectionError,
     APIError,
@@ -37,9 +41,13 @@ from .models import (
     SentMessage,
     SubscriberInfo,
 )
+from .pagination import Page
 
 __all__ = [
     "__version__",
+    "Client",
+    "ConversationAPI",
+    "Page",
     "Conversation",
     "ConversationMessage",
     "ConversationMessageEvent",

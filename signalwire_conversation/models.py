@@ -11,7 +11,7 @@ read seconds or milliseconds.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable, Dict, Mapping, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, Mapping, Optional, Type, TypeVar, cast
 
 import attrs
 import cattrs
@@ -66,7 +66,7 @@ class _Model:
     def to_dict(self) -> JSONDict:
         """A plain ``dict`` with the SDK's field names (unknown wire fields included)."""
         out: JSONDict = {}
-        for a in attrs.fields(type(self)):  # type: ignore[misc]
+        for a in attrs.fields(cast(Any, type(self))):
             if a.name == "extra":
                 continue
             out[a.name] = _plain(getattr(self, a.name))
@@ -348,7 +348,7 @@ def _decoder(
     *,
     keep_extra: bool,
 ) -> Callable[[Any], M]:
-    names = frozenset(a.name for a in attrs.fields(cls))  # type: ignore[misc]
+    names = frozenset(a.name for a in attrs.fields(cast(Any, cls)))
     hook = make_dict_structure_fn(cls, _converter, _cattrs_detailed_validation=False)
     label = cls.__name__
 
@@ -431,10 +431,15 @@ def event_from_message(message: ConversationMessage) -> ConversationMessageEvent
     fields = {a.name: getattr(message, a.name) for a in attrs.fields(ConversationMessage)}
     extra = dict(fields.pop("extra"))
     hidden = _bool(extra.pop("hidden", False))
-    names = {
-        name: _str_or_none(extra.pop(name, None))
-        for name in ("address_id", "conversation_name", "user_name")
-    }
+    address_id = _str_or_none(extra.pop("address_id", None))
+    conversation_name = _str_or_none(extra.pop("conversation_name", None))
+    user_name = _str_or_none(extra.pop("user_name", None))
     return ConversationMessageEvent(
-        **fields, extra=extra, hidden=hidden, recovered=True, **names
+        **fields,
+        extra=extra,
+        hidden=hidden,
+        recovered=True,
+        address_id=address_id,
+        conversation_name=conversation_name,
+        user_name=user_name,
     )

@@ -1,0 +1,195 @@
+"""``Client``: the entry point. Holds the token, the hosts, the transport and the listener.
+
+Nothing here starts a thread: the realtime listener is built on the first ``subscribe()`` (or
+``run_forever()``), and only then does it start its threads. One ``Client`` may be shared by
+many threads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from types import ModuleType, TracebackType
+from typing import Any, Callable, Iterable, Mapping, Optional, Type, Union
+
+import requests
+
+from . import _logging
+from .config import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    TokenProvider,
+    TokenSource,
+    resolve_hosts,
+)
+from .conversation import ConversationAPI
+from .errors import SignalWireError
+from .http import TimeoutArg, Transport
+from .models import ConversationMessageEvent, event_from_message
+
+__all__ = ["Client"]
+
+logger = _logging.get_logger("signalwire_conversation.client")
+
+ErrorHook = Callable[[BaseException, Optional[ConversationMessageEvent]], None]
+StateHook = Callable[[Any], None]
+
+
+def _realtime() -> ModuleType:
+    """The realtime package, imported on first use (it is not needed for REST-only use)."""
+    return importlib.import_module("signalwire_conversation.realtime")
+
+
+class Client:
+    """A SignalWire Conversation client.
+
+    Args:
+        token: a subscriber access token (SAT), or a zero-argument callable returning a fresh
+            one (called again on a 401 and before expiry). Default: env ``SIGNALWIRE_TOKEN``.
+        base_url: the REST base. Default: env ``SIGNALWIRE_BASE_URL``, else
+            ``https://fabric.<domain>`` from the token's ``ch`` claim.
+        relay_url: the websocket URL. Default: env ``SIGNALWIRE_RELAY_URL``, else the
+            ``base_url`` host with a ``ws``/``wss`` scheme when a base URL was given, else
+            ``wss://<ch>``.
+        timeout: seconds, or a ``(connect, read)`` pair, for every REST call (default 5 s to
+            connect, 30 s to read); ``None`` disables it (not recommended). Per-call overrides
+            are possible where a method accepts ``timeout``.
+        max_retries: retries after the first attempt (0 disables them); see
+            :mod:`signalwire_conversation.http` for what is retried.
+        session: a ``requests.Session`` to use (say, with proxies or a custom adapter). The
+            client never closes a session it did not create.
+        allow_insecure: accept plain ``http``/``ws`` URLs for non-loopback hosts.
+        verify: TLS verification: ``True``, ``False`` (dangerous) or a CA bundle path. Used for
+            REST and the websocket.
+        on_error: ``on_error(exc, event)`` receives what a subscription callback raised.
+        on_state_change: ``on_state_change(state)`` receives each ``ConnectionState``.
+        listener_options: extra keyword arguments for the realtime listener (ping watchdog,
+            backoff, queue size; see ``docs/realtime.md``).
+    """
+
+    def __init__(
+        self,
+        token: Optional[TokenSource] = None,
+        *,
+        base_url: Optional[str] = None,
+        relay_url: Optional[str] = None,
+        timeout: TimeoutArg = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        session: Optional[requests.Session] = None,
+        allow_insecure: bool = False,
+        verify: Union[bool, str] = True,
+        on_error: Optional[ErrorHook] = None,
+        on_state_change: Optional[StateHook] = None,
+        listener_options: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        self._tokens = TokenProvider(token)
+        hosts = resolve_hosts(
+            self._tokens.header, base_url=base_url, relay_url=relay_url, allow_insecure=allow_insecure
+        )
+        #: The REST base URL in use (no trailing slash).
+        self.base_url = hosts.base_url
+        #: The websocket URL in use.
+        self.relay_url = hosts.relay_url
+        self._verify = verify
+        self._on_error = on_error
+        self._on_state_change = on_state_change
+        self._listener_options = dict(listener_options or {})
+        self._transport = Transport(
+            base_url=hosts.base_url,
+            tokens=self._tokens,
+            timeout=timeout,
+            max_retries=max_retries,
+            session=session,
+            verify=verify,
+        )
+        self._lock = threading.Lock()
+        self._listener: Any = None
+        self._closed = False
+        #: The Conversation API (``get_conversations``, ``send_message``, ``subscribe``...).
+        self.conversation = ConversationAPI(self._transport, listener=self._get_listener)
+
+    # -- realtime ------------------------------------------------------------------------------
+
+    def _fetch_missed(self, since: float) -> Iterable[ConversationMessageEvent]:
+        return (event_from_message(m) for m in self.conversation.get_messages(since=since))
+
+    def _get_listener(self) -> Any:
+        """The realtime listener, built on first use (this starts no thread by itself)."""
+        with self._lock:
+            if self._closed:
+                raise SignalWireError("this client is closed; create a new Client")
+            if self._listener is None:
+                realtime = _realtime()
+                self._listener = realtime.Listener(
+                    tokens=self._tokens,
+                    relay_url=self.relay_url,
+                    fetch_missed=self._fetch_missed,
+                    on_error=self._on_error,
+                    on_state_change=self._on_state_change,
+                    verify=self._verify,
+                    **self._listener_options,
+                )
+            return self._listener
+
+    @property
+    def connection_state(self) -> Any:
+        """The realtime ``ConnectionState`` (``IDLE`` until the first ``subscribe()``)."""
+        with self._lock:
+            listener = self._listener
+            closed = self._closed
+        realtime = _realtime()
+        if listener is not None:
+            return listener.state
+        return realtime.ConnectionState.CLOSED if closed else realtime.ConnectionState.IDLE
+
+    def run_forever(self) -> None:
+        """Block until :meth:`close` (from another thread or a callback) or Ctrl+C.
+
+        Ctrl+C closes the client cleanly. A fatal listener error (such as a revoked token) is
+        re-raised here.
+        """
+        listener = self._get_listener()
+        try:
+            listener.run_forever()
+        except KeyboardInterrupt:
+            logger.info("interrupted; closing the client")
+        self.close()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the listener (joining its threads) and close the HTTP session. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            listener = self._listener
+        try:
+            if listener is not None:
+                listener.close(timeout=timeout)
+        finally:
+            self._transport.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        kind = "callable" if self._tokens.refreshable else "static"
+        return (
+            f"Client(base_url={self.base_url!r}, relay_url={self.relay_url!r}, "
+            f"token=<redacted {kind}>, {state})"
+        )

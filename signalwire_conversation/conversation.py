@@ -1,0 +1,365 @@
+"""``ConversationAPI``: the five REST methods of the seed API, plus ``subscribe``.
+
+The live backend is group based (PROTOCOL.md §1.3-1.5): a conversation with an address is
+reached through the ``group_id`` that ``POST /api/fabric/conversations/join`` returns. This
+module looks up the subscriber's own address once (``GET /api/fabric/subscriber/info``),
+joins lazily before the first read of or send to a conversation, and caches
+``address_id -> group_id``. Both caches are thread-safe, and two threads asking for the same
+uncached address at once cause one join, not two.
+
+Every argument is validated before any request: a bad one raises
+:class:`~signalwire_conversation.ValidationError` naming it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import threading
+from typing import Any, Callable, Dict, Mapping, Optional, Union
+from urllib.parse import quote
+
+import attrs
+
+from .errors import ConfigurationError, ResponseValidationError, ValidationError
+from .http import Transport
+from .models import (
+    Conversation,
+    ConversationMessage,
+    ConversationMessageEvent,
+    JoinResult,
+    SentMessage,
+    SubscriberInfo,
+    decode_conversation,
+    decode_join_result,
+    decode_message,
+    decode_sent_message,
+    decode_subscriber_info,
+)
+from .pagination import Page, _Chain
+
+__all__ = ["ConversationAPI", "TimeArg"]
+
+#: What ``since``/``until`` accept: seconds since the epoch, or a ``datetime`` (a naive one is
+#: local time, as ``datetime.timestamp()`` reads it; pass an aware one to be explicit).
+TimeArg = Union[int, float, _dt.datetime]
+
+#: When only ``limit`` is given, pages of at most this many items are requested.
+MAX_IMPLICIT_PAGE_SIZE = 100
+
+PATH_SUBSCRIBER_INFO = "/api/fabric/subscriber/info"
+PATH_CONVERSATIONS = "/api/fabric/conversations"
+PATH_JOIN = "/api/fabric/conversations/join"
+PATH_MESSAGES = "/api/fabric/messages"
+
+DEFAULT_SUBSCRIBE_TIMEOUT = 15.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation (before any request)
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_address(value: Any, name: str = "address_id") -> str:
+    if not isinstance(value, str):
+        raise ValidationError(name, f"must be a non-empty string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValidationError(name, "must be a non-empty string, got an empty one")
+    return value.strip()
+
+
+def _check_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError("text", f"must be a non-empty string, got {type(value).__name__}")
+    if value == "":
+        raise ValidationError("text", "must be a non-empty string, got an empty one")
+    return value
+
+
+def _check_positive_int(value: Any, name: str) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(name, f"must be a positive int, got {value!r}")
+    if value <= 0:
+        raise ValidationError(name, f"must be a positive int (>= 1), got {value!r}")
+    return value
+
+
+def _check_time(value: Any, name: str) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, _dt.datetime):
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            name,
+            f"must be seconds since the epoch (int or float) or a datetime, got {type(value).__name__}",
+        )
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise ValidationError(name, f"must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_window(since: Any, until: Any) -> "tuple[Optional[float], Optional[float]]":
+    s = _check_time(since, "since")
+    u = _check_time(until, "until")
+    if s is not None and u is not None and s > u:
+        raise ValidationError("since", f"must not be later than until ({s!r} > {u!r})")
+    return s, u
+
+
+def _check_json_dict(value: Any, name: str) -> Optional[Dict[str, Any]]:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationError(name, f"must be a dict, got {type(value).__name__}")
+    if not all(isinstance(k, str) for k in value):
+        raise ValidationError(name, "must have string keys only")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(name, f"must be JSON-serialisable: {exc}") from None
+    return dict(value)
+
+
+def _check_timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValidationError("timeout", f"must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _wire_time(seconds: float) -> str:
+    """Epoch seconds as a query value: ``1700000000`` or ``1700000000.5``."""
+    return str(int(seconds)) if float(seconds).is_integer() else repr(seconds)
+
+
+def _message_ts(message: ConversationMessage) -> Optional[float]:
+    return message.ts
+
+
+# ---------------------------------------------------------------------------------------------
+# The API
+# ---------------------------------------------------------------------------------------------
+
+
+class ConversationAPI:
+    """The Conversation API of one :class:`~signalwire_conversation.Client` (``client.conversation``).
+
+    Safe to use from many threads at once.
+    """
+
+    def __init__(self, transport: Transport, *, listener: Optional[Callable[[], Any]] = None) -> None:
+        self._transport = transport
+        self._listener = listener
+        self._lock = threading.Lock()
+        self._info: Optional[SubscriberInfo] = None
+        self._info_lock = threading.Lock()
+        self._groups: Dict[str, str] = {}
+        self._join_locks: Dict[str, threading.Lock] = {}
+
+    # -- own address -------------------------------------------------------------------------
+
+    def get_subscriber_info(self) -> SubscriberInfo:
+        """The subscriber the token belongs to (fetched once, then cached)."""
+        info = self._info
+        if info is not None:
+            return info
+        with self._info_lock:
+            if self._info is None:
+                self._info = decode_subscriber_info(self._transport.get(PATH_SUBSCRIBER_INFO))
+            return self._info
+
+    def _my_address(self) -> str:
+        address = self.get_subscriber_info().address_id
+        if not address:
+            raise ResponseValidationError(
+                f"GET {PATH_SUBSCRIBER_INFO} lists no fabric_addresses for this subscriber, so it "
+                f"has no address to send or join from"
+            )
+        return address
+
+    # -- join ----------------------------------------------------------------------------------
+
+    def join(self, address_id: str) -> JoinResult:
+        """Join (or re-join: the server is idempotent) the conversation with ``address_id``.
+
+        Sends ``POST /api/fabric/conversations/join`` and caches the returned ``group_id``.
+        """
+        address_id = _check_address(address_id)
+        with self._join_lock(address_id):
+            return self._join(address_id)
+
+    def _join(self, address_id: str) -> JoinResult:
+        me = self._my_address()
+        body = {"from_fabric_address_id": me, "fabric_address_ids": [address_id, me]}
+        result = decode_join_result(self._transport.post(PATH_JOIN, json_body=body))
+        with self._lock:
+            self._groups[address_id] = result.group_id
+        return result
+
+    def _join_lock(self, address_id: str) -> threading.Lock:
+        with self._lock:
+            lock = self._join_locks.get(address_id)
+            if lock is None:
+                lock = self._join_locks[address_id] = threading.Lock()
+            return lock
+
+    def _group_id(self, address_id: str) -> str:
+        """The cached group id of ``address_id``, joining first when unknown (single-flight)."""
+        with self._lock:
+            group = self._groups.get(address_id)
+        if group is not None:
+            return group
+        with self._join_lock(address_id):
+            with self._lock:
+                group = self._groups.get(address_id)
+            if group is not None:
+                return group
+            return self._join(address_id).group_id
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_conversations(self, *, page_size: Optional[int] = None) -> Page[Conversation]:
+        """The conversations of this subscriber (``GET /api/fabric/conversations``)."""
+        size = _check_positive_int(page_size, "page_size")
+        params: Dict[str, Any] = {}
+        if size is not None:
+            params["page_size"] = size
+        chain: _Chain[Conversation] = _Chain(
+            fetch=self._fetch,
+            decode=decode_conversation,
+            url_of=self._transport.url_for,
+            params=params,
+            item_name="Conversation",
+        )
+        return Page._fetch_first(chain, PATH_CONVERSATIONS)
+
+    def get_conversation_messages(
+        self,
+        address_id: str,
+        *,
+        limit: Optional[int] = None,
+        since: Optional[TimeArg] = None,
+        until: Optional[TimeArg] = None,
+        page_size: Optional[int] = None,
+    ) -> Page[ConversationMessage]:
+        """The messages of the conversation with ``address_id``, newest first.
+
+        Joins the conversation first when its ``group_id`` is not known yet.
+        """
+        address_id = _check_address(address_id)
+        chain = self._message_chain(limit, since, until, page_size)
+        group = self._group_id(address_id)
+        return Page._fetch_first(chain, f"{PATH_CONVERSATIONS}/{quote(group, safe='')}/messages")
+
+    def get_messages(
+        self,
+        *,
+        limit: Optional[int] = None,
+        since: Optional[TimeArg] = None,
+        until: Optional[TimeArg] = None,
+        page_size: Optional[int] = None,
+    ) -> Page[ConversationMessage]:
+        """Every message of every conversation of this subscriber, newest first."""
+        chain = self._message_chain(limit, since, until, page_size)
+        return Page._fetch_first(chain, PATH_MESSAGES)
+
+    def _message_chain(
+        self, limit: Any, since: Any, until: Any, page_size: Any
+    ) -> "_Chain[ConversationMessage]":
+        limit_ = _check_positive_int(limit, "limit")
+        size = _check_positive_int(page_size, "page_size")
+        since_, until_ = _check_window(since, until)
+        if size is None and limit_ is not None:
+            size = min(limit_, MAX_IMPLICIT_PAGE_SIZE)
+        params: Dict[str, Any] = {}
+        if size is not None:
+            params["page_size"] = size
+        if since_ is not None:
+            params["since"] = _wire_time(since_)
+        if until_ is not None:
+            params["until"] = _wire_time(until_)
+        return _Chain(
+            fetch=self._fetch,
+            decode=decode_message,
+            url_of=self._transport.url_for,
+            params=params,
+            limit=limit_,
+            since=since_,
+            until=until_,
+            timestamp=_message_ts,
+            item_name="ConversationMessage",
+        )
+
+    def _fetch(self, target: str, params: Mapping[str, Any]) -> Any:
+        return self._transport.get(target, params=params or None)
+
+    # -- send ----------------------------------------------------------------------------------
+
+    def send_message(
+        self,
+        address_id: str,
+        text: str,
+        *,
+        metadata: Optional[Mapping[str, Any]] = None,
+        details: Optional[Mapping[str, Any]] = None,
+    ) -> SentMessage:
+        """Send ``text`` to the conversation with ``address_id`` (joined first when needed).
+
+        Sends ``POST /api/fabric/messages`` with ``group_id``, ``from_fabric_address_id`` and
+        ``text`` (plus ``metadata``/``details`` when given). The result carries what the server
+        answered; ``conversation_id``, ``user_id`` and ``text`` are filled from the request when
+        the answer leaves them out. A send is retried only when it provably did not reach the
+        server (see :mod:`signalwire_conversation.http`).
+        """
+        address_id = _check_address(address_id)
+        text = _check_text(text)
+        metadata_ = _check_json_dict(metadata, "metadata")
+        details_ = _check_json_dict(details, "details")
+        group = self._group_id(address_id)
+        me = self._my_address()
+        body: Dict[str, Any] = {"group_id": group, "from_fabric_address_id": me, "text": text}
+        if metadata_ is not None:
+            body["metadata"] = metadata_
+        if details_ is not None:
+            body["details"] = details_
+        sent = decode_sent_message(self._transport.post(PATH_MESSAGES, json_body=body))
+        return attrs.evolve(
+            sent,
+            conversation_id=sent.conversation_id or group,
+            user_id=sent.user_id or me,
+            text=sent.text if sent.text is not None else text,
+        )
+
+    # -- live ----------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        callback: Optional[Callable[[ConversationMessageEvent], Any]] = None,
+        *,
+        address_id: Optional[str] = None,
+        timeout: float = DEFAULT_SUBSCRIBE_TIMEOUT,
+    ) -> Any:
+        """Receive new messages live; returns a ``Subscription``.
+
+        With ``callback``, it is called once per new message, in order, on the SDK's dispatcher
+        thread. Without one, iterate the subscription or call ``get(timeout=...)``.
+        ``address_id`` keeps only the messages of that conversation (joined first when needed).
+        Blocks until the websocket is connected and authenticated, at most ``timeout`` seconds;
+        a bad or revoked token raises :class:`~signalwire_conversation.AuthenticationError`.
+        """
+        if callback is not None and not callable(callback):
+            raise ValidationError("callback", f"must be callable or None, got {type(callback).__name__}")
+        timeout_ = _check_timeout(timeout)
+        group: Optional[str] = None
+        if address_id is not None:
+            group = self._group_id(_check_address(address_id))
+        if self._listener is None:
+            raise ConfigurationError("this ConversationAPI has no realtime listener (build it through Client)")
+        listener = self._listener()
+        return listener.subscribe(callback, group_id=group, timeout=timeout_)
+
+    def __repr__(self) -> str:
+        return f"ConversationAPI(base_url={self._transport.base_url!r})"

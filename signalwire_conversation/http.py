@@ -1,0 +1,609 @@
+"""The REST transport: one ``requests.Session``, auth, timeouts, retries and error mapping.
+
+:class:`Transport` is private (``Client`` builds one). Its one request loop, :meth:`Transport.request`,
+owns every retry; each decision is a small named function below it:
+
+- :func:`should_retry_status` — which HTTP statuses are retried for which method;
+- :func:`classify_exception` — what a ``requests`` exception means (the SDK error to raise and
+  whether the request may have reached the server, hence whether a POST may be retried);
+- :func:`parse_retry_after` — ``Retry-After`` (seconds or HTTP date) and ``retry-after-ms``;
+- :meth:`Transport._retry_delay` — the wait before a retry (the only randomness, patch it in
+  tests) and :meth:`Transport._sleep` (the only sleep on the REST path).
+
+Policy (DESIGN.md §3):
+
+- GET (and other idempotent methods) are retried on connection errors, timeouts, 408, 429
+  and 5xx.
+- POST (``send_message``, ``join``) is retried only when the request provably did not reach
+  the server (the TCP connect failed or timed out) or the server refused it without acting
+  (429, 503). Never after a read timeout or a reset after sending: that could duplicate a
+  message.
+- ``max_retries`` counts retries after the first attempt (0 disables them). The wait is a
+  capped exponential backoff with jitter; a ``Retry-After`` up to ``retry_after_cap`` seconds
+  (60 by default) is honoured exactly. A longer ``Retry-After`` is not slept on: the error
+  (a :class:`RateLimitError` with ``retry_after``) is raised at once so the caller decides.
+- TLS errors (bad certificate) are never retried: they do not heal by themselves.
+- A 401 when the token is a callable: the callable is called once for a fresh token and the
+  request is sent again (this does not count as a retry).
+
+Responses: a 2xx body must be JSON (or empty); anything else is a
+:class:`~signalwire_conversation.ResponseValidationError`. Bodies larger than
+``max_response_bytes`` (16 MiB by default) are refused with the same error, without reading
+them into memory. Error statuses map to the :class:`~signalwire_conversation.APIError` family.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import platform
+import random
+import threading
+import time
+from typing import Any, Mapping, MutableMapping, Optional, Tuple, Union
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from . import _logging
+from ._version import __version__
+from .config import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    TokenProvider,
+    normalize_timeout,
+)
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseValidationError,
+    ServerError,
+    SignalWireError,
+    UnprocessableEntityError,
+    ValidationError,
+)
+
+__all__ = [
+    "NOT_GIVEN",
+    "NotGiven",
+    "Transport",
+    "should_retry_status",
+    "classify_exception",
+    "parse_retry_after",
+    "make_status_error",
+    "user_agent",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_RETRY_AFTER_CAP",
+]
+
+logger = _logging.get_logger("signalwire_conversation.http")
+
+#: Responses larger than this are refused (a conversation page is a few hundred KiB at most).
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+#: The longest ``Retry-After`` (seconds) the transport sleeps on before retrying by itself.
+DEFAULT_RETRY_AFTER_CAP = 60.0
+DEFAULT_BACKOFF_INITIAL = 0.5
+DEFAULT_BACKOFF_MAX = 8.0
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-signalwire-request-id", "x-amzn-requestid")
+_CHUNK = 64 * 1024
+
+
+class NotGiven:
+    """The type of :data:`NOT_GIVEN`: "use the client's default" (``None`` means "none")."""
+
+    _instance: Optional["NotGiven"] = None
+
+    def __new__(cls) -> "NotGiven":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+#: Sentinel for a per-call option that was not passed (the client default applies).
+NOT_GIVEN = NotGiven()
+
+#: What ``timeout=`` accepts: seconds, a ``(connect, read)`` pair, or ``None`` for no timeout.
+TimeoutArg = Union[float, Tuple[float, float], None]
+
+
+def user_agent() -> str:
+    """``signalwire-conversation/<ver> python/<ver> requests/<ver>``."""
+    return (
+        f"signalwire-conversation/{__version__} python/{platform.python_version()} "
+        f"requests/{requests.__version__}"
+    )
+
+
+def resolve_timeout(timeout: Any, *, name: str = "timeout") -> Optional[Tuple[float, float]]:
+    """``None`` (no timeout) or a validated ``(connect, read)`` pair."""
+    if timeout is None:
+        return None
+    return normalize_timeout(timeout, name=name)
+
+
+def resolve_max_retries(value: Any, *, name: str = "max_retries") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(name, f"must be an int >= 0 (retries after the first attempt), got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Decision functions
+# ---------------------------------------------------------------------------------------------
+
+
+def should_retry_status(method: str, status: int) -> bool:
+    """Whether an HTTP ``status`` answer to ``method`` may be retried.
+
+    Idempotent methods: 408, 429 and every 5xx. POST: only 429 and 503, the statuses where the
+    server says it did not act on the request.
+    """
+    if method.upper() in IDEMPOTENT_METHODS:
+        return status in (408, 429) or 500 <= status <= 599
+    return status in (429, 503)
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    """True when ``exc`` proves the request never left this machine (connect refused/timed out).
+
+    ``requests.ConnectionError`` is raised both for a failed TCP connect (urllib3 wraps a
+    ``NewConnectionError`` in a ``MaxRetryError``) and for a connection reset or closed *after*
+    the request was sent (a ``ProtocolError``): only the former is provably unsent.
+    """
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.SSLError):
+        return False
+    if not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    cause: Optional[BaseException] = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+    if isinstance(cause, MaxRetryError):
+        return isinstance(cause.reason, NewConnectionError)
+    if isinstance(cause, (NewConnectionError, ConnectionRefusedError)):
+        return True
+    return False
+
+
+def classify_exception(
+    method: str, url: str, exc: BaseException, *, sent: bool = False
+) -> Tuple[SignalWireError, bool]:
+    """Translate a ``requests`` exception into an SDK error and say whether a retry is safe.
+
+    ``sent=True`` means the failure happened while reading the response body, so the server
+    certainly got the request. Returns ``(error, retryable)``.
+    """
+    idempotent = method.upper() in IDEMPOTENT_METHODS
+    connect_failure = not sent and _is_connect_failure(exc)
+    error: SignalWireError
+    if isinstance(exc, requests.exceptions.SSLError):
+        return APIConnectionError(f"TLS error: {_exc_text(exc)}", method=method, url=url), False
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        error = APITimeoutError("connect timed out", method=method, url=url)
+    elif isinstance(exc, requests.exceptions.Timeout) or _has_read_timeout(exc):
+        error = APITimeoutError("read timed out waiting for the server's answer", method=method, url=url)
+    elif connect_failure:
+        error = APIConnectionError(f"could not connect: {_exc_text(exc)}", method=method, url=url)
+    elif isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        error = APIConnectionError(f"connection lost: {_exc_text(exc)}", method=method, url=url)
+    elif isinstance(exc, requests.exceptions.InvalidURL):
+        return APIConnectionError(f"invalid URL: {_exc_text(exc)}", method=method, url=url), False
+    else:
+        return APIConnectionError(f"request failed: {_exc_text(exc)}", method=method, url=url), False
+    return error, (connect_failure or idempotent)
+
+
+def _has_read_timeout(exc: BaseException) -> bool:
+    # requests raises ConnectionError(ReadTimeoutError) for a timeout while streaming the body.
+    from urllib3.exceptions import ReadTimeoutError
+
+    return bool(exc.args) and isinstance(exc.args[0], ReadTimeoutError)
+
+
+def _exc_text(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return _logging.redact(text)[:500]
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: Optional[float] = None) -> Optional[float]:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date.
+
+    Returns ``None`` when absent or unparsable; never negative.
+
+    >>> parse_retry_after({"Retry-After": "2"})
+    2.0
+    >>> parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412470.0)
+    10.0
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    ms = lowered.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000.0
+            if value == value and value >= 0:
+                return value
+        except ValueError:
+            pass
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        current = time.time() if now is None else now
+        return max(0.0, parsed.timestamp() - current)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(0.0, seconds)
+
+
+def make_status_error(
+    status: int,
+    *,
+    body: Any,
+    headers: Mapping[str, str],
+    reason: str = "",
+    method: Optional[str] = None,
+    url: Optional[str] = None,
+) -> APIError:
+    """The :class:`APIError` subclass for ``status``, its message taken from the body."""
+    message = error_message(body) or reason or "no explanation given"
+    request_id = _request_id(headers)
+    kwargs: dict[str, Any] = dict(
+        status_code=status, body=body, headers=headers, request_id=request_id, method=method, url=url
+    )
+    if status == 401:
+        return AuthenticationError(message, **kwargs)
+    if status == 403:
+        return PermissionDeniedError(message, **kwargs)
+    if status == 404:
+        return NotFoundError(message, **kwargs)
+    if status in (400, 422):
+        return UnprocessableEntityError(message, **kwargs)
+    if status == 429:
+        return RateLimitError(message, retry_after=parse_retry_after(headers), **kwargs)
+    if status >= 500:
+        return ServerError(message, **kwargs)
+    return APIError(message, **kwargs)
+
+
+def error_message(body: Any) -> str:
+    """The server's explanation in an error body: ``error``, ``errors[].message`` or ``message``."""
+    if isinstance(body, Mapping):
+        parts: list[str] = []
+        err = body.get("error")
+        if isinstance(err, str) and err:
+            parts.append(err)
+        elif isinstance(err, Mapping) and isinstance(err.get("message"), str):
+            parts.append(str(err["message"]))
+        errors = body.get("errors")
+        if isinstance(errors, list):
+            for item in errors:
+                if isinstance(item, Mapping):
+                    text = str(item.get("message") or item.get("code") or "error")
+                    details = [
+                        f"{key} {item[key]}" for key in ("attribute", "code") if item.get(key)
+                    ]
+                    parts.append(f"{text} ({', '.join(details)})" if details else text)
+                elif isinstance(item, str):
+                    parts.append(item)
+        message = body.get("message")
+        if not parts and isinstance(message, str) and message:
+            parts.append(message)
+        return _logging.redact("; ".join(parts))[:1000]
+    if isinstance(body, str):
+        text = body.strip()
+        if text and not text.startswith("<") and len(text) <= 300:
+            return _logging.redact(text)
+    return ""
+
+
+def _request_id(headers: Mapping[str, str]) -> Optional[str]:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for name in _REQUEST_ID_HEADERS:
+        if lowered.get(name):
+            return lowered[name]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The transport
+# ---------------------------------------------------------------------------------------------
+
+
+class Transport:
+    """Sends requests for one :class:`Client`. Safe to share between threads.
+
+    The session is used, never mutated, after construction: per-request headers carry the
+    token, so a refresh in one thread does not race another thread's request.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        tokens: TokenProvider,
+        timeout: TimeoutArg = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        session: Optional[requests.Session] = None,
+        verify: Union[bool, str] = True,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
+        backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self._tokens = tokens
+        self.timeout = resolve_timeout(timeout)
+        self.max_retries = resolve_max_retries(max_retries)
+        self.verify = verify
+        self.max_response_bytes = max_response_bytes
+        self.retry_after_cap = retry_after_cap
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._owns_session = session is None
+        if session is None:
+            session = requests.Session()
+            # Room for many threads sharing one client without "pool is full" churn.
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        self._session = session
+        self._user_agent = user_agent()
+        self._closed = threading.Event()
+
+    # -- public surface used by ConversationAPI and Page ------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        """Close the session (only when this transport created it). Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._owns_session:
+            self._session.close()
+
+    def url_for(self, path: str) -> str:
+        """Absolute URLs verbatim; relative paths joined to the base URL."""
+        if urlsplit(path).scheme:
+            return path
+        return urljoin(self.base_url, path.lstrip("/"))
+
+    def get(
+        self,
+        path: str,
+        *,
+        params: Optional[Mapping[str, Any]] = None,
+        timeout: Union[TimeoutArg, NotGiven] = NOT_GIVEN,
+        max_retries: Union[int, NotGiven] = NOT_GIVEN,
+    ) -> Any:
+        return self.request("GET", path, params=params, timeout=timeout, max_retries=max_retries)
+
+    def post(
+        self,
+        path: str,
+        *,
+        json_body: Any = None,
+        timeout: Union[TimeoutArg, NotGiven] = NOT_GIVEN,
+        max_retries: Union[int, NotGiven] = NOT_GIVEN,
+    ) -> Any:
+        return self.request("POST", path, json_body=json_body, timeout=timeout, max_retries=max_retries)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Optional[Mapping[str, Any]] = None,
+        json_body: Any = None,
+        timeout: Union[TimeoutArg, NotGiven] = NOT_GIVEN,
+        max_retries: Union[int, NotGiven] = NOT_GIVEN,
+    ) -> Any:
+        """Send one request, retrying as the policy allows; the decoded JSON body (or ``None``).
+
+        ``timeout``/``max_retries`` not given: the client's defaults; ``timeout=None``: none.
+        """
+        if self._closed.is_set():
+            raise SignalWireError("this client is closed; create a new Client")
+        method = method.upper()
+        url = self.url_for(path)
+        call_timeout = self.timeout if isinstance(timeout, NotGiven) else resolve_timeout(timeout)
+        retries = self.max_retries if isinstance(max_retries, NotGiven) else resolve_max_retries(max_retries)
+        data = None if json_body is None else json.dumps(json_body, separators=(",", ":"))
+        refreshed = False
+        attempt = 0
+        while True:
+            token = self._tokens.get()
+            headers = self._headers(token, has_body=data is not None)
+            self._log_request(method, url, params, data, attempt)
+            started = time.monotonic()
+            retry_after: Optional[float] = None
+            try:
+                response = self._send(method, url, headers=headers, params=params, data=data, timeout=call_timeout)
+            except requests.exceptions.RequestException as exc:
+                error, retryable = classify_exception(method, url, exc)
+                if retryable and attempt < retries:
+                    self._log_retry(method, url, attempt, retries, str(error), None)
+                    self._sleep(self._retry_delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise error from exc
+            try:
+                status = response.status_code
+                body = self._read_body(method, url, response)
+            finally:
+                response.close()
+            elapsed = time.monotonic() - started
+            self._log_response(method, url, status, elapsed, body)
+            if 200 <= status < 300:
+                return self._decode_json(method, url, status, body, response.headers)
+            decoded = self._decode_error_body(body, response.headers)
+            error = make_status_error(
+                status, body=decoded, headers=dict(response.headers), reason=response.reason or "",
+                method=method, url=url,
+            )
+            if status == 401 and not refreshed and self._tokens.refreshable:
+                refreshed = True
+                logger.info("%s %s answered 401; refreshing the token and trying again", method, url)
+                self._tokens.refresh(stale=token)
+                continue
+            if should_retry_status(method, status) and attempt < retries:
+                retry_after = parse_retry_after(response.headers)
+                if retry_after is None or retry_after <= self.retry_after_cap:
+                    self._log_retry(method, url, attempt, retries, f"HTTP {status}", retry_after)
+                    self._sleep(self._retry_delay(attempt, retry_after))
+                    attempt += 1
+                    continue
+                logger.info(
+                    "%s %s: Retry-After %.1f s exceeds the %.1f s cap; not retrying",
+                    method, url, retry_after, self.retry_after_cap,
+                )
+            raise error from None
+
+    # -- the seam: one method touches the session ------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Optional[Mapping[str, Any]],
+        data: Optional[str],
+        timeout: Optional[Tuple[float, float]],
+    ) -> requests.Response:
+        return self._session.request(
+            method,
+            url,
+            headers=dict(headers),
+            params=params,
+            data=data.encode("utf-8") if data is not None else None,
+            timeout=timeout,
+            verify=self.verify,
+            stream=True,
+            allow_redirects=False,
+        )
+
+    # -- retry timing: patch these two in tests ---------------------------------------------
+
+    def _retry_delay(self, attempt: int, retry_after: Optional[float]) -> float:
+        """Seconds to wait before retry ``attempt + 1``.
+
+        ``Retry-After`` (already known to be within the cap) wins; otherwise
+        ``min(backoff_max, backoff_initial * 2**attempt)`` minus up to 25 % jitter.
+        """
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_cap)
+        delay = min(self.backoff_max, self.backoff_initial * (2.0 ** attempt))
+        return delay * (1.0 - 0.25 * random.random())
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _headers(self, token: str, *, has_body: bool) -> MutableMapping[str, str]:
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "User-Agent": self._user_agent,
+        }
+        if has_body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    def _read_body(self, method: str, url: str, response: requests.Response) -> bytes:
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.max_response_bytes:
+            raise self._too_large(method, url, response.status_code)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(_CHUNK):
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise self._too_large(method, url, response.status_code)
+                chunks.append(chunk)
+        except requests.exceptions.RequestException as exc:
+            error, _ = classify_exception(method, url, exc, sent=True)
+            raise error from exc
+        return b"".join(chunks)
+
+    def _too_large(self, method: str, url: str, status: int) -> ResponseValidationError:
+        return ResponseValidationError(
+            f"{method} {url}: HTTP {status} response body is larger than "
+            f"{self.max_response_bytes} bytes; refused"
+        )
+
+    @staticmethod
+    def _decode_json(method: str, url: str, status: int, body: bytes, headers: Mapping[str, str]) -> Any:
+        if not body.strip():
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            rid = _request_id(headers)
+            where = f" [request {rid}]" if rid else ""
+            raise ResponseValidationError(
+                f"{method} {url}: HTTP {status} answer is not valid JSON{where}: "
+                f"{_logging.preview(body, 200)}"
+            ) from None
+
+    @staticmethod
+    def _decode_error_body(body: bytes, headers: Mapping[str, str]) -> Any:
+        if not body.strip():
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            return _logging.redact(body.decode("utf-8", "replace"))
+
+    def _log_request(
+        self, method: str, url: str, params: Optional[Mapping[str, Any]], data: Optional[str], attempt: int
+    ) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            suffix = f" (retry {attempt})" if attempt else ""
+            logger.debug(
+                "request %s %s params=%s%s body=%s",
+                method, url, dict(params or {}), suffix, _logging.preview(data) if data else "-",
+            )
+
+    def _log_response(self, method: str, url: str, status: int, elapsed: float, body: bytes) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "response %s %s -> %d in %.3f s body=%s",
+                method, url, status, elapsed, _logging.preview(body),
+            )
+
+    def _log_retry(
+        self, method: str, url: str, attempt: int, retries: int, why: str, retry_after: Optional[float]
+    ) -> None:
+        hint = f", Retry-After {retry_after:.1f} s" if retry_after is not None else ""
+        logger.info("%s %s failed (%s%s); retry %d of %d", method, url, why, hint, attempt + 1, retries)
+
+    def __repr__(self) -> str:
+        return f"Transport(base_url={self.base_url!r}, timeout={self.timeout!r}, max_retries={self.max_retries})"
