@@ -127,9 +127,9 @@ class TokenProvider:
             raise ConfigurationError(
                 f"the token must be a str, got {type(token).__name__}; {_TOKEN_HINT}"
             )
-        token = token.strip()
-        decode_token_header(token)
-        return token
+        stripped: str = token.strip()
+        decode_token_header(stripped)
+        return stripped
 
     @property
     def refreshable(self) -> bool:
