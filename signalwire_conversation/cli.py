@@ -306,8 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(p, top=False)
         return p
 
+    command("whoami", "show the subscriber the token belongs to and its address")
+
     p = command("conversations", "list the conversations of the token's subscriber")
-    p.add_argument("--limit", type=_count, metavar="N", help="show at most N conversations")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="show at most N conversations")
     p.add_argument("--page-size", type=_positive_int, metavar="N", help="items per request")
 
     p = command(
@@ -317,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         " or, without ADDRESS_ID, of every conversation. Newest first.",
     )
     p.add_argument("address_id", nargs="?", metavar="ADDRESS_ID", help="the conversation's address")
-    p.add_argument("--limit", type=_count, metavar="N", help="show at most N messages")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="show at most N messages")
     p.add_argument("--since", type=parse_time, metavar="T", help="only messages at or after T")
     p.add_argument("--until", type=parse_time, metavar="T", help="only messages at or before T")
     p.add_argument("--page-size", type=_positive_int, metavar="N", help="items per request")
@@ -415,7 +417,7 @@ class _Output:
             self.stderr.write(text + "\n")
             self.stderr.flush()
 
-    def table(self, headers: Sequence[str], rows: List[Sequence[str]]) -> None:
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         width: Optional[int] = None
         if _isatty(self.stdout):
             width = shutil.get_terminal_size((120, 24)).columns
@@ -523,6 +525,23 @@ def _client(args: argparse.Namespace, *, environ: Optional[Mapping[str, str]] = 
     if args.max_retries is not None:
         options["max_retries"] = args.max_retries
     return Client(token=token, base_url=args.base_url, relay_url=args.relay_url, **options)
+
+
+def cmd_whoami(args: argparse.Namespace, out: _Output) -> int:
+    with _client(args) as client:
+        info = client.conversation.get_subscriber_info()
+    if out.as_json:
+        out.json(info.to_dict())
+    else:
+        out.table(
+            ["FIELD", "VALUE"],
+            [
+                ["subscriber id", info.id or "-"],
+                ["name", info.display_name or "-"],
+                ["address ids", ", ".join(info.address_ids) or "-"],
+            ],
+        )
+    return EXIT_OK
 
 
 def cmd_conversations(args: argparse.Namespace, out: _Output) -> int:
@@ -640,10 +659,13 @@ def _raise_if_listener_died(client: "Client") -> None:
 
 def cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     demo = _import_optional(f"{__package__}.demo", "demo", "emulator")
-    return int(demo.run_demo(out=out.stdout, as_json=out.as_json))
+    if out.as_json:
+        raise UsageError("demo has no --json output: it is a tour for people")
+    return int(demo.run_demo(out=out.stdout))
 
 
 _COMMANDS: Dict[str, Callable[[argparse.Namespace, _Output], int]] = {
+    "whoami": cmd_whoami,
     "conversations": cmd_conversations,
     "messages": cmd_messages,
     "send": cmd_send,
@@ -778,7 +800,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_FAILURE
     except (CLIError, SignalWireError) as exc:
         message, code = _error_line(exc)
-        if debug:
+        if debug and isinstance(exc, SignalWireError):
             logging.getLogger(LOGGER_NAME).debug("error details", exc_info=exc)
         stderr.write(f"error: {message}\n")
         return code

@@ -1,0 +1,198 @@
+"""``signalwire-conversation demo``: a tour of the SDK against an in-process emulator.
+
+It starts :class:`signalwire_conversation.testing.Emulator` on a loopback port, seeds three
+subscribers and some history, and walks through the product with real calls: list
+conversations, page through a history (``limit``, ``page_size``, ``since``), join, subscribe,
+then a second subscriber sends a message that arrives live over the websocket. Everything is
+closed at the end; nothing leaves the machine. Needs the ``emulator`` extra (``websockets``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, TextIO
+
+from .cli import format_table, local_time
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client
+
+__all__ = ["run_demo"]
+
+#: How long the demo waits for a live message before it gives up (it normally takes ms).
+LIVE_TIMEOUT = 10.0
+
+HISTORY = [
+    "Hi Alice! Did the invoice for March go out?",
+    "Hi Bob, yes, on Monday.",
+    "Great, thanks. Can we talk about the roadmap?",
+    "Sure. Tomorrow at 10?",
+    "10 works. I'll send an invite.",
+    "Received, see you then.",
+    "Quick one: is the staging server down?",
+    "It was, it's back now.",
+    "Confirmed, works for me.",
+    "Lunch on Friday?",
+    "Friday is good.",
+    "The usual place?",
+]
+
+
+class _Say:
+    """Readable, indented output for the tour."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def __call__(self, text: str = "", indent: int = 0) -> None:
+        pad = " " * indent
+        for line in text.splitlines() or [""]:
+            self.out.write(pad + line + "\n")
+        self.out.flush()
+
+    def step(self, title: str) -> None:
+        self("")
+        self(f"▸ {title}")
+
+    def code(self, text: str) -> None:
+        self(f">>> {text}", 2)
+
+
+def run_demo(out: Optional[TextIO] = None) -> int:
+    """Run the tour, writing to ``out`` (stdout by default). Returns the exit status (0)."""
+    from .client import Client
+    from .testing import Emulator
+
+    say = _Say(out if out is not None else sys.stdout)
+    started = time.monotonic()
+    say("SignalWire Conversation SDK: a guided tour against a local emulator")
+    say("(an in-process fake of the SignalWire backend; nothing leaves this machine)")
+
+    with Emulator() as emulator:
+        alice = emulator.add_subscriber("alice")
+        bob = emulator.add_subscriber("bob")
+        carol = emulator.add_subscriber("carol")
+        names: Dict[str, str] = {
+            s.address_id: s.name for s in (alice, bob, carol)
+        }
+        for n, text in enumerate(HISTORY * 2):
+            sender, to = (bob, alice.address_id) if n % 2 == 0 else (alice, bob.address_id)
+            emulator.send_message(sender, to, text if n < len(HISTORY) else f"{text} (again)")
+        emulator.send_message(carol, alice.address_id, "Alice, the slides are ready.")
+        total_with_bob = len(HISTORY) * 2
+
+        say.step(f"Started an emulator at {emulator.base_url} (REST and websocket on one port)")
+        say(
+            f"seeded subscribers alice, bob and carol; alice has {total_with_bob} messages "
+            "with bob and 1 with carol",
+            2,
+        )
+
+        say.step("Connect as alice")
+        say.code("client = Client(token=alice.token, base_url=emulator.base_url)")
+        client: Client = Client(token=alice.token, base_url=emulator.base_url)
+        with client:
+            api = client.conversation
+
+            say.step("List her conversations")
+            say.code("client.conversation.get_conversations()")
+            rows = [
+                [c.name or "-", c.id, local_time(c.last_message_datetime)]
+                for c in api.get_conversations()
+            ]
+            say(format_table(["NAME", "ID", "LAST MESSAGE"], rows), 4)
+
+            say.step("Read a history: the 5 newest messages with bob (newest first)")
+            say.code("client.conversation.get_conversation_messages(bob.address_id, limit=5)")
+            newest = list(api.get_conversation_messages(bob.address_id, limit=5))
+            say(_messages_table(newest, names), 4)
+
+            say.step("Page through it: page_size is per request, pages are fetched lazily")
+            say.code("page = client.conversation.get_conversation_messages(bob.address_id, page_size=10)")
+            page: Any = api.get_conversation_messages(bob.address_id, page_size=10)
+            number = 1
+            while page is not None and number <= 10:
+                say(
+                    f"page {number}: {len(page.data)} messages, has_next={page.has_next}"
+                    + ("   → page.next_page()" if page.has_next else ""),
+                    4,
+                )
+                page = page.next_page()
+                number += 1
+            say(
+                f"iterating the first page (for message in page) walks all "
+                f"{sum(1 for _ in api.get_conversation_messages(bob.address_id, page_size=10))} "
+                "messages, one request per page",
+                4,
+            )
+
+            recent = list(api.get_conversation_messages(bob.address_id, limit=8))
+            since = recent[-1].ts
+            say.step("Only recent messages: since= (seconds since the epoch or a datetime)")
+            say.code(f"client.conversation.get_conversation_messages(bob.address_id, since={since!r})")
+            window = list(api.get_conversation_messages(bob.address_id, since=since))
+            say(
+                f"{len(window)} messages at or after {local_time(recent[-1].datetime)} "
+                "(filtered by the server and again by the client)",
+                4,
+            )
+
+            say.step("Join the conversation (gives the group id messages carry)")
+            say.code("client.conversation.join(bob.address_id)")
+            joined = api.join(bob.address_id)
+            members = ", ".join(names.get(a, a) for a in joined.address_ids)
+            say(f"group_id={joined.group_id}  members: {members}", 4)
+
+            say.step("Subscribe: new messages arrive live over the websocket")
+            say.code("sub = client.conversation.subscribe(address_id=bob.address_id)")
+            subscription = api.subscribe(address_id=bob.address_id)
+            with subscription:
+                say(f"connected: {client.connection_state}", 4)
+
+                text = "Are you there? (sent by bob, from his own client)"
+                say.step("A second subscriber (bob, with his own Client) sends a message")
+                say.code(f"bob_client.conversation.send_message(alice.address_id, {text!r})")
+                with Client(token=bob.token, base_url=emulator.base_url) as bob_client:
+                    sent_at = time.monotonic()
+                    bob_client.conversation.send_message(alice.address_id, text)
+                    event = subscription.get(timeout=LIVE_TIMEOUT)
+                    latency_ms = (time.monotonic() - sent_at) * 1000
+                say(f"← live, {latency_ms:.0f} ms after sending:", 4)
+                say(_event_line(event, names), 6)
+
+                say.step("alice answers; her own message is delivered to her too (is_author=True)")
+                say.code('client.conversation.send_message(bob.address_id, "Yes, here!")')
+                sent = api.send_message(bob.address_id, "Yes, here!")
+                say(f"sent: id={sent.id}", 4)
+                echo = subscription.get(timeout=LIVE_TIMEOUT)
+                say(_event_line(echo, names), 6)
+
+            say.step("Close: the listener stops and every thread is joined")
+            say.code("client.close()   # or leave the `with Client(...)` block")
+        say(f"connection state: {client.connection_state}", 4)
+
+    elapsed = time.monotonic() - started
+    say("")
+    say(f"Done in {elapsed:.1f} s. Next: the quickstart, or `signalwire-conversation --help`.")
+    return 0
+
+
+def _sender(user_id: Optional[str], names: Dict[str, str]) -> str:
+    if user_id is None:
+        return "-"
+    return names.get(user_id, user_id)
+
+
+def _messages_table(messages: Sequence[Any], names: Dict[str, str]) -> str:
+    rows: List[List[str]] = [
+        [local_time(m.datetime), _sender(m.user_id, names), m.text or f"[{m.kind or m.subtype}]"]
+        for m in messages
+    ]
+    return format_table(["TIME", "FROM", "TEXT"], rows)
+
+
+def _event_line(event: Any, names: Dict[str, str]) -> str:
+    who = event.user_name or _sender(event.user_id, names)
+    mine = "  (is_author=True)" if event.is_author else ""
+    return f"{local_time(event.datetime)}  {who}: {event.text}{mine}"
