@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from chat import views
+
+urlpatterns = [
+    path("conversations/<str:address_id>/messages", views.messages, name="messages"),
+]
