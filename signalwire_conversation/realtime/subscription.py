@@ -1,0 +1,232 @@
+"""Subscriptions: a callback, or a blocking iterator / queue, and the bounded queues behind them."""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from typing import Any, Callable, Deque, Generic, Iterator, Optional, Protocol, TypeVar
+
+from .._logging import get_logger
+from ..models import ConversationMessageEvent
+
+__all__ = ["Subscription", "Callback", "ErrorHook"]
+
+logger = get_logger("signalwire_conversation.realtime")
+
+#: A subscription callback: called once per new message, on the dispatcher thread.
+Callback = Callable[[ConversationMessageEvent], Any]
+#: ``on_error(exc, event)``: what a callback raised, and the event it was handling.
+ErrorHook = Callable[[BaseException, Optional[ConversationMessageEvent]], Any]
+
+T = TypeVar("T")
+
+
+class QueueClosed(Exception):
+    """Internal: the queue was closed and nothing is left in it."""
+
+
+class BoundedQueue(Generic[T]):
+    """A FIFO with a capacity, non-blocking and blocking puts, and a ``close()`` that wakes
+    every waiter (``queue.Queue`` has no way to wake a blocked ``get``/``put`` on shutdown)."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize!r}")
+        self.maxsize = maxsize
+        self._items: Deque[T] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def offer(self, item: T) -> bool:
+        """Append without waiting; ``False`` when full. A closed queue swallows the item."""
+        with self._cond:
+            if self._closed:
+                return True
+            if len(self._items) >= self.maxsize:
+                return False
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def force(self, item: T) -> None:
+        """Append even beyond the capacity (for the few control items: markers, states)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def put(self, item: T) -> bool:
+        """Append, waiting while full; ``False`` when the queue was closed meanwhile."""
+        with self._cond:
+            while not self._closed and len(self._items) >= self.maxsize:
+                self._cond.wait()
+            if self._closed:
+                return False
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: Optional[float] = None) -> T:
+        """The oldest item, waiting up to ``timeout`` (``None``: no limit).
+
+        Raises ``queue.Empty`` when the timeout passes, :class:`QueueClosed` when the queue is
+        closed and empty.
+        """
+        with self._cond:
+            if timeout is None:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+            else:
+                deadline = time.monotonic() + timeout
+                while not self._items and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise queue.Empty
+                    self._cond.wait(remaining)
+            if not self._items:
+                raise QueueClosed
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def close(self, *, discard: bool) -> None:
+        """No more puts; wake every waiter. With ``discard`` the items left are dropped, else
+        ``get`` keeps returning them until the queue is empty."""
+        with self._cond:
+            self._closed = True
+            if discard:
+                self._items.clear()
+            self._cond.notify_all()
+
+
+class Subscription:
+    """New messages for one consumer: a callback, or (without one) a blocking iterator / queue.
+
+    Made by ``subscribe()``; never construct one yourself.
+
+    * With a callback, the callback is called once per message, in order, on the listener's
+      dispatcher thread.
+    * Without one, messages wait in a bounded queue: ``for event in sub:`` blocks for the next
+      one and ends after :meth:`unsubscribe` or ``close()``; :meth:`get` waits up to
+      ``timeout`` seconds and raises ``queue.Empty``. When the queue is full the dispatcher
+      waits for the consumer (see docs/realtime.md, "slow consumers").
+
+    ``group_id`` (when not ``None``) keeps only the messages of that conversation.
+    :meth:`unsubscribe` is idempotent; ``with listener.subscribe(...) as sub:`` unsubscribes on
+    exit.
+    """
+
+    def __init__(
+        self,
+        owner: "_Owner",
+        callback: Optional[Callback],
+        *,
+        group_id: Optional[str],
+        maxsize: int,
+    ) -> None:
+        self._owner = owner
+        self._callback = callback
+        self.group_id = group_id
+        self._queue: Optional[BoundedQueue[ConversationMessageEvent]] = (
+            None if callback is not None else BoundedQueue(maxsize)
+        )
+        self._active = True
+
+    @property
+    def callback(self) -> Optional[Callback]:
+        """The callback, or ``None`` for an iterator subscription."""
+        return self._callback
+
+    @property
+    def active(self) -> bool:
+        """``False`` after :meth:`unsubscribe` or the listener's ``close()``."""
+        return self._active
+
+    def unsubscribe(self) -> None:
+        """Stop delivering to this subscription (idempotent; safe from a callback)."""
+        if not self._active:
+            return
+        self._owner._remove_subscription(self)
+        self._close(discard=True)
+
+    # -- iterator / queue mode --------------------------------------------------------------
+
+    def get(self, timeout: Optional[float] = None) -> ConversationMessageEvent:
+        """The next message, waiting up to ``timeout`` seconds (``None``: until one comes).
+
+        Raises ``queue.Empty`` when the timeout passes, or at once when the subscription is
+        closed and nothing is left to read.
+        """
+        q = self._iterator_queue()
+        try:
+            return q.get(timeout)
+        except QueueClosed:
+            raise queue.Empty from None
+
+    def __iter__(self) -> Iterator[ConversationMessageEvent]:
+        q = self._iterator_queue()
+        while True:
+            try:
+                yield q.get()
+            except QueueClosed:
+                return
+
+    def _iterator_queue(self) -> BoundedQueue[ConversationMessageEvent]:
+        if self._queue is None:
+            raise TypeError(
+                "this subscription has a callback; get() and iteration are for subscriptions "
+                "made without one (subscribe() with no callback)"
+            )
+        return self._queue
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.unsubscribe()
+
+    # -- the dispatcher's side --------------------------------------------------------------
+
+    def _matches(self, event: ConversationMessageEvent) -> bool:
+        return self.group_id is None or event.conversation_id == self.group_id
+
+    def _deliver(self, event: ConversationMessageEvent) -> None:
+        """Called on the dispatcher thread; never raises."""
+        if not self._active:
+            return
+        if self._callback is None:
+            assert self._queue is not None
+            self._queue.put(event)  # waits while full: backpressure (docs/realtime.md)
+            return
+        try:
+            self._callback(event)
+        except BaseException as exc:  # the user's code: log it, report it, keep going
+            logger.exception("a subscription callback raised %s on message %s", type(exc).__name__, event.id)
+            self._owner._report_error(exc, event)
+
+    def _close(self, *, discard: bool) -> None:
+        self._active = False
+        if self._queue is not None:
+            self._queue.close(discard=discard)
+
+    def __repr__(self) -> str:
+        mode = "callback" if self._callback is not None else "iterator"
+        return f"Subscription({mode}, group_id={self.group_id!r}, active={self._active})"
+
+
+class _Owner(Protocol):
+    """What a subscription needs from its listener."""
+
+    def _remove_subscription(self, subscription: Subscription) -> None: ...
+
+    def _report_error(self, exc: BaseException, event: Optional[ConversationMessageEvent]) -> None: ...
