@@ -42,12 +42,15 @@ from .models import (
     SubscriberInfo,
 )
 from .pagination import Page
+from .realtime import ConnectionState, Subscription
 
 __all__ = [
     "__version__",
     "Client",
     "ConversationAPI",
     "Page",
+    "Subscription",
+    "ConnectionState",
     "Conversation",
     "ConversationMessage",
     "ConversationMessageEvent",

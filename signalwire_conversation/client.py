@@ -7,10 +7,9 @@ many threads.
 
 from __future__ import annotations
 
-import importlib
 import threading
-from types import ModuleType, TracebackType
-from typing import Any, Callable, Iterable, Mapping, Optional, Type, Union
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Type, Union
 
 import requests
 
@@ -27,17 +26,15 @@ from .errors import SignalWireError
 from .http import TimeoutArg, Transport
 from .models import ConversationMessageEvent, event_from_message
 
+if TYPE_CHECKING:
+    from .realtime import ConnectionState, Listener
+
 __all__ = ["Client"]
 
 logger = _logging.get_logger("signalwire_conversation.client")
 
 ErrorHook = Callable[[BaseException, Optional[ConversationMessageEvent]], None]
-StateHook = Callable[[Any], None]
-
-
-def _realtime() -> ModuleType:
-    """The realtime package, imported on first use (it is not needed for REST-only use)."""
-    return importlib.import_module("signalwire_conversation.realtime")
+StateHook = Callable[["ConnectionState"], None]
 
 
 class Client:
@@ -103,7 +100,7 @@ class Client:
             verify=verify,
         )
         self._lock = threading.Lock()
-        self._listener: Any = None
+        self._listener: Optional[Listener] = None
         self._closed = False
         #: The Conversation API (``get_conversations``, ``send_message``, ``subscribe``...).
         self.conversation = ConversationAPI(self._transport, listener=self._get_listener)
@@ -113,14 +110,15 @@ class Client:
     def _fetch_missed(self, since: float) -> Iterable[ConversationMessageEvent]:
         return (event_from_message(m) for m in self.conversation.get_messages(since=since))
 
-    def _get_listener(self) -> Any:
+    def _get_listener(self) -> "Listener":
         """The realtime listener, built on first use (this starts no thread by itself)."""
         with self._lock:
             if self._closed:
                 raise SignalWireError("this client is closed; create a new Client")
             if self._listener is None:
-                realtime = _realtime()
-                self._listener = realtime.Listener(
+                from .realtime import Listener  # imported here: REST-only use never needs it
+
+                self._listener = Listener(
                     tokens=self._tokens,
                     relay_url=self.relay_url,
                     fetch_missed=self._fetch_missed,
@@ -132,15 +130,17 @@ class Client:
             return self._listener
 
     @property
-    def connection_state(self) -> Any:
-        """The realtime ``ConnectionState`` (``IDLE`` until the first ``subscribe()``)."""
+    def connection_state(self) -> "ConnectionState":
+        """The realtime ``ConnectionState`` (``IDLE`` until the first ``subscribe()``,
+        ``CLOSED`` after :meth:`close`)."""
+        from .realtime import ConnectionState
+
         with self._lock:
             listener = self._listener
             closed = self._closed
-        realtime = _realtime()
         if listener is not None:
             return listener.state
-        return realtime.ConnectionState.CLOSED if closed else realtime.ConnectionState.IDLE
+        return ConnectionState.CLOSED if closed else ConnectionState.IDLE
 
     def run_forever(self) -> None:
         """Block until :meth:`close` (from another thread or a callback) or Ctrl+C.

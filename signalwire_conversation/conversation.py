@@ -17,7 +17,7 @@ import datetime as _dt
 import json
 import math
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
 from urllib.parse import quote
 
 import attrs
@@ -38,6 +38,9 @@ from .models import (
     decode_subscriber_info,
 )
 from .pagination import Page, _Chain
+
+if TYPE_CHECKING:
+    from .realtime import Listener, Subscription
 
 __all__ = ["ConversationAPI", "TimeArg"]
 
@@ -150,7 +153,9 @@ class ConversationAPI:
     Safe to use from many threads at once.
     """
 
-    def __init__(self, transport: Transport, *, listener: Optional[Callable[[], Any]] = None) -> None:
+    def __init__(
+        self, transport: Transport, *, listener: Optional[Callable[[], "Listener"]] = None
+    ) -> None:
         self._transport = transport
         self._listener = listener
         self._lock = threading.Lock()
@@ -341,7 +346,7 @@ class ConversationAPI:
         *,
         address_id: Optional[str] = None,
         timeout: float = DEFAULT_SUBSCRIBE_TIMEOUT,
-    ) -> Any:
+    ) -> "Subscription":
         """Receive new messages live; returns a ``Subscription``.
 
         With ``callback``, it is called once per new message, in order, on the SDK's dispatcher
