@@ -1,0 +1,313 @@
+"""Unit tests of the realtime decision functions: no sockets, no threads (except the queue's)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from typing import Any, List, Optional
+
+import pytest
+
+from signalwire_conversation.errors import ValidationError
+from signalwire_conversation.models import ConversationMessageEvent, decode_message
+from signalwire_conversation.realtime import ConnectionState, Listener
+from signalwire_conversation.realtime.backoff import Backoff
+from signalwire_conversation.realtime.connection import (
+    AUTH_REFUSAL_CODES,
+    Connection,
+    FrameKind,
+    ack_frame,
+    classify_frame,
+    connect_params,
+    is_auth_refusal,
+    parse_frame,
+    ping_reply,
+    token_expiry,
+)
+from signalwire_conversation.realtime.delivery import RecentIds, gap_since, plan_gap_fill, ts_seconds
+from signalwire_conversation.realtime.subscription import BoundedQueue, QueueClosed
+
+
+def ev(id: Optional[str], ts: Optional[float], group: str = "g1") -> ConversationMessageEvent:
+    return ConversationMessageEvent(id=id, ts=ts, conversation_id=group, text=f"m{id}")
+
+
+# -- backoff -----------------------------------------------------------------------------------
+
+
+class TestBackoff:
+    def test_ceiling_grows_and_caps(self) -> None:
+        b = Backoff(0.25, 4.0)
+        assert [b.ceiling(n) for n in range(6)] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0]
+        assert b.ceiling(10_000) == 4.0  # no overflow
+        assert b.ceiling(-3) == 0.25
+
+    def test_full_jitter_uses_the_one_random_method(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        b = Backoff(1.0, 30.0)
+        seen: List[float] = []
+
+        def fake(self: Backoff, upper: float) -> float:
+            seen.append(upper)
+            return upper / 2
+
+        monkeypatch.setattr(Backoff, "_random", fake)
+        assert b.delay(3) == 4.0
+        assert seen == [8.0]
+
+    def test_delays_stay_in_the_window(self) -> None:
+        b = Backoff(0.5, 2.0)
+        for attempt in range(8):
+            for _ in range(50):
+                assert 0.0 <= b.delay(attempt) <= b.ceiling(attempt)
+
+    @pytest.mark.parametrize("args", [(0, 1), (2, 1), (1, 2, 0.5)])
+    def test_bad_parameters(self, args: Any) -> None:
+        with pytest.raises(ValueError):
+            Backoff(*args)
+
+
+# -- frames ------------------------------------------------------------------------------------
+
+
+class TestFrames:
+    @pytest.mark.parametrize(
+        "frame, kind",
+        [
+            ({"jsonrpc": "2.0", "id": "1", "method": "signalwire.event", "params": {}}, FrameKind.EVENT),
+            ({"jsonrpc": "2.0", "id": "1", "method": "signalwire.ping", "params": {}}, FrameKind.PING),
+            ({"id": "1", "method": "signalwire.disconnect"}, FrameKind.DISCONNECT),
+            ({"id": "1", "method": "something.else"}, FrameKind.REQUEST),
+            ({"id": "1", "result": {}}, FrameKind.RESPONSE),
+            ({"id": "1", "error": {"code": -32002}}, FrameKind.RESPONSE),
+            ({"result": {}}, FrameKind.INVALID),
+            ({"id": "1"}, FrameKind.INVALID),
+            ({"method": 5}, FrameKind.INVALID),
+            ({}, FrameKind.INVALID),
+        ],
+    )
+    def test_classify(self, frame: Any, kind: FrameKind) -> None:
+        assert classify_frame(frame) is kind
+
+    @pytest.mark.parametrize("data", ["", "nope", "[1,2]", "42", b"\xff\xfe{", '{"a":', "null"])
+    def test_parse_rejects_non_objects(self, data: Any) -> None:
+        assert parse_frame(data) is None
+
+    def test_parse_accepts_bytes_and_str(self) -> None:
+        assert parse_frame(b'{"a": "\xc3\xa9"}') == {"a": "é"}
+        assert parse_frame('{"a": 1}') == {"a": 1}
+
+    def test_ack_and_ping_reply(self) -> None:
+        assert ack_frame("e1") == {"jsonrpc": "2.0", "id": "e1", "result": {}}
+        assert ping_reply("p1", {"timestamp": 12.5}) == {
+            "jsonrpc": "2.0",
+            "id": "p1",
+            "result": {"timestamp": 12.5},
+        }
+        assert ping_reply("p2", None, now=7.0)["result"] == {"timestamp": 7.0}
+        assert ping_reply("p3", {"timestamp": True}, now=8.0)["result"] == {"timestamp": 8.0}
+
+    def test_connect_params_fresh_and_resume(self) -> None:
+        fresh = connect_params("TOK")
+        assert fresh["version"] == {"major": 4, "minor": 0, "revision": 0}
+        assert fresh["event_acks"] is True
+        assert fresh["authentication"] == {"jwt_token": "TOK"}
+        assert "protocol" not in fresh and "authorization_state" not in fresh
+        assert not any(v == [] for v in fresh.values())  # no empty arrays
+        resume = connect_params("TOK", protocol="p", authorization_state="a")
+        assert resume["protocol"] == "p" and resume["authorization_state"] == "a"
+        # one without the other is never sent
+        assert "protocol" not in connect_params("TOK", protocol="p")
+        assert "authorization_state" not in connect_params("TOK", authorization_state="a")
+
+    def test_auth_refusal_codes(self) -> None:
+        for code in AUTH_REFUSAL_CODES:
+            assert is_auth_refusal({"code": code, "message": "x"})
+            assert is_auth_refusal({"code": str(code)})
+        assert not is_auth_refusal({"code": -32000})
+        assert not is_auth_refusal({"code": "x"})
+        assert not is_auth_refusal(None)
+
+    def test_token_expiry(self) -> None:
+        result = {"authorization": {"fabric_subscriber": {"expires_at": 1_700_000_000}}}
+        assert token_expiry(result) == 1_700_000_000.0
+        assert token_expiry({"authorization": {"fabric_subscriber": {"expires_at": 1_700_000_000_000}}}) == 1_700_000_000.0
+        assert token_expiry({"authorization": {}}) is None
+        assert token_expiry({"authorization": {"fabric_subscriber": {"expires_at": "soon"}}}) is None
+        assert token_expiry(None) is None
+
+
+class _FakeWS:
+    def __init__(self) -> None:
+        self.sent: List[Any] = []
+
+    def send(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+
+class TestConnectionFrameHandling:
+    """handle_text() without a socket: what is answered and what is handed on."""
+
+    def make(self) -> "tuple[Connection, _FakeWS, List[ConversationMessageEvent], List[str]]":
+        ws = _FakeWS()
+        events: List[ConversationMessageEvent] = []
+        states: List[str] = []
+        conn = Connection(ws, url="ws://x", on_event=events.append, on_authorization_state=states.append)  # type: ignore[arg-type]
+        return conn, ws, events, states
+
+    def test_event_is_acked_first_and_decoded(self) -> None:
+        conn, ws, events, _ = self.make()
+        frame = {
+            "jsonrpc": "2.0",
+            "id": "ev-1",
+            "method": "signalwire.event",
+            "params": {
+                "event_type": "conversation.message",
+                "is_author": True,
+                "params": {"id": "m1", "group_id": "g", "ts": 1.5, "text": "hi", "hidden": "false"},
+            },
+        }
+        conn.handle_text(json.dumps(frame))
+        assert ws.sent == [{"jsonrpc": "2.0", "id": "ev-1", "result": {}}]
+        assert len(events) == 1
+        assert events[0].id == "m1" and events[0].conversation_id == "g" and events[0].is_author is True
+
+    def test_every_event_is_acked_even_unknown_or_broken(self) -> None:
+        conn, ws, events, states = self.make()
+        for i, params in enumerate(
+            [
+                {"event_type": "other.thing", "params": {}},
+                {"event_type": "conversation.message", "params": "not an object"},
+                {"event_type": "conversation.message"},
+                "junk",
+                {"event_type": "signalwire.authorization.state", "params": {"authorization_state": "AS"}},
+            ]
+        ):
+            conn.handle_text(json.dumps({"id": f"e{i}", "method": "signalwire.event", "params": params}))
+        assert [f["id"] for f in ws.sent] == ["e0", "e1", "e2", "e3", "e4"]
+        assert events == []
+        assert states == ["AS"]
+
+    def test_ping_disconnect_unknown_and_junk(self) -> None:
+        conn, ws, events, _ = self.make()
+        conn.handle_text(json.dumps({"id": "p", "method": "signalwire.ping", "params": {"timestamp": 3.25}}))
+        conn.handle_text(json.dumps({"id": "d", "method": "signalwire.disconnect", "params": {}}))
+        conn.handle_text(json.dumps({"id": "u", "method": "weird.method"}))
+        conn.handle_text("{{{ not json")
+        conn.handle_text(b"\xff\xff")
+        conn.handle_text("[]")
+        assert ws.sent[0] == {"jsonrpc": "2.0", "id": "p", "result": {"timestamp": 3.25}}
+        assert ws.sent[1] == {"jsonrpc": "2.0", "id": "d", "result": {}}
+        assert ws.sent[2]["error"]["code"] == -32601
+        assert len(ws.sent) == 3
+        assert conn.frames_skipped == 3
+
+    def test_responses_complete_pending_requests(self) -> None:
+        conn, ws, _, _ = self.make()
+        pending = conn.request("signalwire.reauthenticate", {"a": 1})
+        request = ws.sent[-1]
+        assert request["method"] == "signalwire.reauthenticate" and isinstance(request["id"], str)
+        conn.handle_text(json.dumps({"jsonrpc": "2.0", "id": "other", "result": {}}))
+        assert not pending.done.is_set()
+        conn.handle_text(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": {"ok": 1}}))
+        assert pending.done.is_set() and pending.result == {"ok": 1} and pending.error is None
+
+
+# -- delivery decisions ------------------------------------------------------------------------
+
+
+class TestDelivery:
+    def test_ts_seconds(self) -> None:
+        assert ts_seconds(1708192187.5) == 1708192187.5
+        assert ts_seconds(1708192187500) == 1708192187.5
+        assert ts_seconds(None) is None and ts_seconds(True) is None and ts_seconds("1") is None
+
+    def test_recent_ids_bounded(self) -> None:
+        r = RecentIds(3)
+        assert r.add("a") and r.add("b") and r.add("c")
+        assert not r.add("a")
+        assert r.add("d")  # evicts "a"
+        assert "a" not in r and len(r) == 3
+        assert r.add("a")
+
+    def test_gap_since(self) -> None:
+        assert gap_since(100.0, 50.0, 2.0) == 98.0
+        assert gap_since(None, 50.0, 2.0) == 48.0
+        assert gap_since(None, None, 2.0) == 0.0
+
+    def test_plan_orders_filters_and_dedups(self) -> None:
+        seen = {"old"}
+        fetched = [
+            ev("c", 12.0),
+            ev("a", 10.0),
+            ev("old", 11.0),  # already delivered
+            ev("b", 10.0),  # same ts as "a": id breaks the tie
+            ev("a", 10.0),  # twice in the batch
+            ev("early", 5.0),  # before since
+            ev("nots", None),  # cannot be placed
+            ev(None, 9.5),  # no id, not newer than last_ts: could be a duplicate
+            ev(None, 13.0),  # no id, newer: kept
+        ]
+        plan = plan_gap_fill(fetched, since=9.0, last_ts=11.0, seen=seen.__contains__)
+        assert [(e.id, e.ts) for e in plan] == [("a", 10.0), ("b", 10.0), ("c", 12.0), (None, 13.0)]
+
+    def test_plan_accepts_stored_messages(self) -> None:
+        msg = decode_message({"id": "m", "group_id": "g", "ts": 20.0, "text": "x"})
+        plan = plan_gap_fill([msg], since=0.0, last_ts=None, seen=lambda _: False)
+        assert isinstance(plan[0], ConversationMessageEvent) and plan[0].recovered
+
+
+# -- the bounded queue -------------------------------------------------------------------------
+
+
+class TestBoundedQueue:
+    def test_offer_force_get(self) -> None:
+        q: BoundedQueue[int] = BoundedQueue(2)
+        assert q.offer(1) and q.offer(2) and not q.offer(3)
+        q.force(4)
+        assert [q.get(0), q.get(0), q.get(0)] == [1, 2, 4]
+        with pytest.raises(queue.Empty):
+            q.get(0.01)
+
+    def test_close_wakes_a_blocked_get_and_put(self) -> None:
+        q: BoundedQueue[int] = BoundedQueue(1)
+        q.offer(1)
+        results: List[str] = []
+
+        def putter() -> None:
+            results.append("put:" + str(q.put(2)))
+
+        t = threading.Thread(target=putter)
+        t.start()
+        q.close(discard=True)
+        t.join(2)
+        assert results == ["put:False"]
+        with pytest.raises(QueueClosed):
+            q.get()
+
+    def test_close_without_discard_drains(self) -> None:
+        q: BoundedQueue[int] = BoundedQueue(5)
+        q.offer(1)
+        q.close(discard=False)
+        assert q.get() == 1
+        with pytest.raises(QueueClosed):
+            q.get(1.0)
+
+
+# -- construction ------------------------------------------------------------------------------
+
+
+def test_listener_starts_no_thread_and_validates(token_provider: Any) -> None:
+    before = set(threading.enumerate())
+    listener = Listener(tokens=token_provider, relay_url="ws://127.0.0.1:9", fetch_missed=lambda s: [])
+    assert set(threading.enumerate()) == before
+    assert listener.state is ConnectionState.IDLE
+    listener.close()
+    listener.close()
+    assert listener.state is ConnectionState.CLOSED
+    with pytest.raises(ValidationError):
+        Listener(tokens=token_provider, relay_url="http://x", fetch_missed=lambda s: [])
+    with pytest.raises(ValidationError):
+        Listener(tokens=token_provider, relay_url="ws://x", fetch_missed=lambda s: [], ping_timeout=0)
+    with pytest.raises(ValidationError):
+        Listener(tokens=token_provider, relay_url="ws://x", fetch_missed=lambda s: [], queue_size=0)
