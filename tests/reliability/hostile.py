@@ -501,3 +501,21 @@ class FaultProxy(RawServer):
         lines = [ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"connection:")]
         lines.append(b"Connection: close")
         return b"\r\n".join(lines) + sep + body
+
+
+def scripted(*behaviours: Behaviour) -> Behaviour:
+    """Connection N gets ``behaviours[N]`` (the last one repeats)."""
+    lock = threading.Lock()
+    queue = list(behaviours)
+
+    def behaviour(conn: socket.socket, req: Request, server: RawServer) -> None:
+        with lock:
+            b = queue.pop(0) if len(queue) > 1 else queue[0]
+        b(conn, req, server)
+
+    return behaviour
+
+
+SUBSCRIBER_INFO = b'{"id": "sub-1", "fabric_addresses": [{"id": "addr-me"}], "display_name": "me"}'
+JOIN = b'{"group_id": "group-1", "fabric_address_ids": ["addr-them", "addr-me"], "from_fabric_address_id": "addr-me"}'
+EMPTY_PAGE = b'{"data": [], "links": {}}'
