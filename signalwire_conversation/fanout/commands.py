@@ -1,0 +1,334 @@
+"""The ``relay`` and ``consume`` commands (``signalwire-conversation relay|consume`` and
+``python -m signalwire_conversation.fanout relay|consume``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any, Callable, Dict, List, Optional, TextIO
+
+from ..errors import AuthenticationError, ConfigurationError, SignalWireError, ValidationError
+from ._redis import describe
+from .consumer import StreamConsumer, StreamMessage
+from .relay import DEFAULT_LEASE_TTL, Relay, default_stream_name
+from .stream import DEFAULT_MAXLEN, DEFAULT_SEEN_TTL
+
+__all__ = ["add_relay_arguments", "run_relay", "add_consume_arguments", "run_consume", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+LOGGER_NAME = "signalwire_conversation.fanout"
+ENV_REDIS_URL = "SIGNALWIRE_REDIS_URL"
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value!r}")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value!r}")
+    return number
+
+
+def _maxlen(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = no cap), got {value!r}")
+    return number
+
+
+def _add_connection(parser: argparse.ArgumentParser, *, token_help: str) -> None:
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get(ENV_REDIS_URL),
+        metavar="URL",
+        help=f"Redis URL, e.g. redis://localhost:6379/0 (default: ${ENV_REDIS_URL})",
+    )
+    parser.add_argument("--stream", metavar="NAME", help="stream name (default: signalwire:conversation:<own address id>)")
+    group = parser.add_argument_group("SignalWire")
+    group.add_argument("--token", metavar="TOKEN", help=token_help)
+    group.add_argument("--base-url", metavar="URL", help="REST base URL (default: from the token, or $SIGNALWIRE_BASE_URL)")
+    group.add_argument("--relay-url", metavar="URL", help="websocket URL (default: from the token, or $SIGNALWIRE_RELAY_URL)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="what the fan-out logs on stderr (default: info)",
+    )
+
+
+def add_relay_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``relay``."""
+    parser.description = (
+        "Run one listener for a subscriber and append every new message to a Redis stream. Run "
+        "several (same token, any machines): one is active, the others stand by and take over "
+        "within about --lease-ttl seconds. SIGINT/SIGTERM stop it cleanly, releasing the lease."
+    )
+    _add_connection(parser, token_help="subscriber access token (default: $SIGNALWIRE_TOKEN)")
+    parser.add_argument(
+        "--lease-ttl", type=_positive, default=DEFAULT_LEASE_TTL, metavar="SECONDS",
+        help=f"lease lifetime; a dead relay is replaced within about this long (default: {DEFAULT_LEASE_TTL:g})",
+    )
+    parser.add_argument(
+        "--maxlen", type=_maxlen, default=DEFAULT_MAXLEN, metavar="N",
+        help=f"approximate cap on the stream length, 0 for none (default: {DEFAULT_MAXLEN})",
+    )
+    parser.add_argument(
+        "--seen-ttl", type=_positive, default=DEFAULT_SEEN_TTL, metavar="SECONDS",
+        help=f"how long a message id is remembered to drop repeats (default: {DEFAULT_SEEN_TTL:g})",
+    )
+    parser.add_argument(
+        "--buffer-size", type=_positive_int, default=10_000, metavar="N",
+        help="live messages held while Redis is slow or down; beyond, they are recovered over REST later",
+    )
+
+
+def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``consume``."""
+    parser.description = (
+        "Read a relay's stream as one consumer of a consumer group and print each event as a "
+        "JSON line, acknowledging it once printed (at-least-once). Entries left unacknowledged "
+        "by a dead consumer are claimed after --claim-idle seconds."
+    )
+    _add_connection(
+        parser,
+        token_help="subscriber access token, only to find the default stream name (default: $SIGNALWIRE_TOKEN)",
+    )
+    parser.add_argument("--group", required=True, metavar="NAME", help="consumer group (created if missing)")
+    parser.add_argument("--consumer", metavar="NAME", help="this consumer's name (default: host:pid)")
+    parser.add_argument(
+        "--claim-idle", type=_positive, default=30.0, metavar="SECONDS",
+        help="take over entries a dead consumer left pending this long (default: 30)",
+    )
+    parser.add_argument("--batch", type=_positive_int, default=100, metavar="N", help="entries per read (default: 100)")
+    parser.add_argument(
+        "--from-start", dest="start_id", action="store_const", const="0", default="0",
+        help="a new group reads every entry still in the stream (the default)",
+    )
+    parser.add_argument(
+        "--from-now", dest="start_id", action="store_const", const="$",
+        help="a new group reads only entries appended from now on",
+    )
+    parser.add_argument("-n", "--limit", type=_positive_int, metavar="N", help="exit after N messages")
+    parser.add_argument(
+        "--envelope", action="store_true",
+        help='print {"entry_id", "stream", "consumer", "claimed", "event"} instead of the bare event',
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _setup_logging(level_name: str, stream: TextIO) -> Callable[[], None]:
+    """A stderr handler for the fan-out logger (whatever the SDK's own level); returns an undo."""
+    logger = logging.getLogger(LOGGER_NAME)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = getattr(logging, level_name.upper(), logging.INFO)
+    handler.setLevel(level)
+    previous = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous[0])
+        logger.propagate = previous[1]
+
+    return undo
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a flag (and call ``on_signal``) while installed; restored on exit."""
+
+    def __init__(self, on_signal: Callable[[], None]) -> None:
+        self.received: List[int] = []
+        self._on_signal = on_signal
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        self.received.append(signum)
+        self._on_signal()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+def _token(args: argparse.Namespace) -> Optional[str]:
+    return args.token or os.environ.get("SIGNALWIRE_TOKEN") or None
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from ..client import Client
+
+    return Client(token=_token(args), base_url=args.base_url, relay_url=args.relay_url)
+
+
+def _error(stderr: TextIO, message: str, code: int) -> int:
+    stderr.write(f"error: {message}\n")
+    stderr.flush()
+    return code
+
+
+def run_relay(args: argparse.Namespace) -> int:
+    """Run ``relay`` until SIGINT/SIGTERM; returns the exit status."""
+    stderr = sys.stderr
+    if not args.redis:
+        return _error(stderr, f"no Redis URL: pass --redis redis://HOST:PORT/DB or set {ENV_REDIS_URL}", EXIT_USAGE)
+    if _token(args) is None:
+        return _error(stderr, "no token: pass --token or set SIGNALWIRE_TOKEN to a subscriber access token", EXIT_USAGE)
+    undo_logging = _setup_logging(args.log_level, stderr)
+    client: Any = None
+    try:
+        try:
+            client = _client(args)
+            relay = Relay(
+                client,
+                args.redis,
+                stream=args.stream,
+                lease_ttl=args.lease_ttl,
+                maxlen=args.maxlen or None,
+                seen_ttl=args.seen_ttl,
+                buffer_size=args.buffer_size,
+            )
+        except (ConfigurationError, ValidationError, ValueError) as exc:
+            return _error(stderr, str(exc), EXIT_USAGE)
+        with _Signals(relay.request_stop) as signals:
+            relay.start()
+            relay.join()
+        if signals.received:
+            logging.getLogger(LOGGER_NAME).info("stopped by signal %d", signals.received[0])
+        fatal = relay.error
+        if isinstance(fatal, AuthenticationError):
+            return _error(
+                stderr,
+                f"authentication failed: {fatal} (check --token or SIGNALWIRE_TOKEN)",
+                EXIT_FAILURE,
+            )
+        if isinstance(fatal, (ConfigurationError, ValidationError)):
+            return _error(stderr, str(fatal), EXIT_USAGE)
+        if fatal is not None:
+            return _error(stderr, f"{type(fatal).__name__}: {fatal}", EXIT_FAILURE)
+        return EXIT_OK
+    finally:
+        if client is not None:
+            client.close()
+        undo_logging()
+
+
+def _consumer_stream(args: argparse.Namespace) -> str:
+    if args.stream:
+        return str(args.stream)
+    if _token(args) is None:
+        raise ConfigurationError(
+            "pass --stream NAME, or a token (--token or SIGNALWIRE_TOKEN) to find the default "
+            "stream signalwire:conversation:<own address id>"
+        )
+    client = _client(args)
+    try:
+        address = client.conversation.get_subscriber_info().address_id
+    finally:
+        client.close()
+    if not address:
+        raise ConfigurationError("the subscriber has no fabric address; pass --stream NAME")
+    return default_stream_name(address)
+
+
+def run_consume(args: argparse.Namespace, *, stdout: Optional[TextIO] = None) -> int:
+    """Run ``consume``: JSON lines on stdout until SIGINT/SIGTERM or ``--limit``."""
+    out = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr
+    if not args.redis:
+        return _error(stderr, f"no Redis URL: pass --redis redis://HOST:PORT/DB or set {ENV_REDIS_URL}", EXIT_USAGE)
+    undo_logging = _setup_logging(args.log_level, stderr)
+    try:
+        try:
+            stream = _consumer_stream(args)
+            consumer = StreamConsumer(
+                args.redis, stream, args.group, args.consumer,
+                claim_idle=args.claim_idle, count=args.batch, start_id=args.start_id,
+            )
+        except (ConfigurationError, ValidationError, ValueError) as exc:
+            return _error(stderr, str(exc), EXIT_USAGE)
+        except AuthenticationError as exc:
+            return _error(stderr, f"authentication failed: {exc}", EXIT_FAILURE)
+        except SignalWireError as exc:
+            return _error(stderr, f"cannot find the stream name: {exc}", EXIT_FAILURE)
+        logging.getLogger(LOGGER_NAME).info(
+            "consumer %r of group %r reading %r at %s",
+            consumer.consumer, consumer.group, stream, describe(consumer.client),
+        )
+        limit: Optional[int] = args.limit
+        printed = [0]
+
+        def handle(message: StreamMessage) -> None:
+            if args.envelope:
+                record: Dict[str, Any] = {
+                    "entry_id": message.entry_id,
+                    "stream": stream,
+                    "consumer": consumer.consumer,
+                    "claimed": message.claimed,
+                    "event": message.event.to_dict(),
+                }
+            else:
+                record = message.event.to_dict()
+            out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            out.flush()
+            printed[0] += 1
+            if limit is not None and printed[0] >= limit:
+                consumer.close()
+
+        with _Signals(consumer.close):
+            try:
+                consumer.run(handle)
+            except BrokenPipeError:
+                return EXIT_FAILURE
+        return EXIT_OK
+    finally:
+        undo_logging()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m signalwire_conversation.fanout relay|consume ...``."""
+    parser = argparse.ArgumentParser(prog="python -m signalwire_conversation.fanout")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_relay_arguments(sub.add_parser("relay", help="publish a subscriber's messages to a Redis stream"))
+    add_consume_arguments(sub.add_parser("consume", help="print a stream's events as JSON lines"))
+    args = parser.parse_args(argv)
+    if args.command == "relay":
+        return run_relay(args)
+    if args.command == "consume":
+        return run_consume(args)
+    parser.print_help()
+    return EXIT_USAGE
+

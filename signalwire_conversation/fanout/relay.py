@@ -1,0 +1,564 @@
+"""The relay: one listener per subscriber, cluster-wide, publishing every message to a stream.
+
+Run any number of relays with the same token (on as many machines as you like). They share one
+lease in Redis; the holder is **active**: it subscribes and appends every new message to the
+stream; the others are **standby** and take over when the lease expires (the holder died or
+lost Redis) or is released (the holder stopped cleanly).
+
+Two threads per relay:
+
+* the *keeper* owns the lease: it acquires it while standby (waking exactly when the other
+  holder's lease would expire) and renews it every ``lease_ttl / 3`` while active;
+* the *worker* (the thread that calls :meth:`Relay.run`) reacts: on becoming active it
+  subscribes, fills the gap over REST from the checkpoint (the newest message appended by
+  whichever relay was active before), then appends live messages in batches. It appends only
+  while the lease is certainly ours, and the append script checks the lease holder itself, so a
+  relay that lost the lease (paused, partitioned) appends nothing, whatever it believes.
+
+Live messages wait in a bounded buffer. If Redis is unreachable long enough to fill it, newer
+messages are dropped from the buffer and recovered later over REST from the checkpoint (so
+memory stays bounded and nothing is lost, as long as the backend still has the messages).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Union
+
+from ..errors import AuthenticationError, ConfigurationError, PermissionDeniedError, SignalWireError
+from ..models import ConversationMessageEvent, event_from_message
+from ._redis import UNAVAILABLE, Backoff, Redis, connect, describe, error_text
+from .lease import Lease, new_holder_token
+from .stream import DEFAULT_MAXLEN, DEFAULT_SEEN_TTL, Checkpoint, Fenced, StreamWriter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..client import Client
+
+__all__ = ["Relay", "RelayState", "default_stream_name", "DEFAULT_LEASE_TTL"]
+
+logger = logging.getLogger("signalwire_conversation.fanout.relay")
+
+#: Default lease lifetime, seconds: a dead relay is replaced within about this long.
+DEFAULT_LEASE_TTL = 10.0
+DEFAULT_BUFFER_SIZE = 10_000
+DEFAULT_BATCH_SIZE = 200
+STREAM_PREFIX = "signalwire:conversation:"
+
+# Errors that no retry will fix: the relay stops (and says why).
+_FATAL = (AuthenticationError, PermissionDeniedError, ConfigurationError)
+
+
+def default_stream_name(address_id: str) -> str:
+    """``signalwire:conversation:<address id>``: the stream of one subscriber's messages."""
+    return STREAM_PREFIX + address_id
+
+
+class RelayState(enum.Enum):
+    """``STARTING`` (resolving the stream, reaching Redis), ``STANDBY``, ``ACTIVE``, ``STOPPED``."""
+
+    STARTING = "starting"
+    STANDBY = "standby"
+    ACTIVE = "active"
+    STOPPED = "stopped"
+
+
+class Relay:
+    """Publish one subscriber's messages to a Redis stream, with failover between processes.
+
+    ::
+
+        from signalwire_conversation import Client
+        from signalwire_conversation.fanout import Relay
+
+        relay = Relay(Client(token), "redis://localhost:6379/0", lease_ttl=10)
+        relay.run()          # blocks; relay.stop() from another thread (or a signal handler)
+
+    Arguments: ``client`` (a :class:`~signalwire_conversation.Client`; the relay does not close
+    it), ``redis`` (a URL or a ``redis.Redis``), ``stream`` (default
+    ``signalwire:conversation:<own address id>``), ``lease_ttl`` (seconds), ``maxlen``
+    (approximate stream cap, ``None`` for none), ``seen_ttl`` (seconds a message id is
+    remembered for de-duplication), ``buffer_size`` (live messages held while Redis is slow or
+    down), ``batch_size`` (messages per append), ``on_state_change(state)``.
+    """
+
+    def __init__(
+        self,
+        client: "Client",
+        redis: Union[str, Redis],
+        *,
+        stream: Optional[str] = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        maxlen: Optional[int] = DEFAULT_MAXLEN,
+        seen_ttl: float = DEFAULT_SEEN_TTL,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        subscribe_timeout: float = 15.0,
+        backoff: "tuple[float, float]" = (0.2, 10.0),
+        on_state_change: Optional[Callable[[RelayState], None]] = None,
+    ) -> None:
+        if not lease_ttl > 0:
+            raise ValueError(f"lease_ttl must be positive seconds, got {lease_ttl!r}")
+        if buffer_size < 1 or batch_size < 1:
+            raise ValueError("buffer_size and batch_size must be >= 1")
+        self.client = client
+        self.redis = connect(redis)
+        self.stream = stream
+        self.lease_ttl = float(lease_ttl)
+        self.maxlen = maxlen
+        self.seen_ttl = seen_ttl
+        self.buffer_size = buffer_size
+        self.batch_size = batch_size
+        self.subscribe_timeout = subscribe_timeout
+        self._backoff = backoff
+        self._on_state_change = on_state_change
+        #: This relay's lease token (``host:pid:random``), also the ``relay`` field of its entries.
+        self.token = new_holder_token()
+
+        #: Counters: messages appended, repeats dropped by the script, messages dropped from a
+        #: full buffer (recovered by gap fill), gap fills run, messages recovered by them.
+        self.appended = 0
+        self.duplicates = 0
+        self.dropped = 0
+        self.gap_fills = 0
+        self.recovered = 0
+
+        self._lease: Optional[Lease] = None
+        self._writer: Optional[StreamWriter] = None
+        self._state = RelayState.STARTING
+        self._stop = threading.Event()
+        self._cond = threading.Condition()  # guards the buffer, the flags and the state
+        self._buffer: Deque[ConversationMessageEvent] = deque()
+        self._generation = 0  # bumped on every activation; events of an older one are ignored
+        self._active = False
+        self._need_gap_fill = False
+        self._overflowed = False
+        self._subscription: Any = None
+        self._keeper: Optional[threading.Thread] = None
+        self._thread: Optional[threading.Thread] = None
+        self._fatal: Optional[BaseException] = None
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> RelayState:
+        return self._state
+
+    def run(self) -> None:
+        """Run until :meth:`stop` (blocking). Releases the lease on the way out.
+
+        Raises :class:`~signalwire_conversation.AuthenticationError` (or another error no retry
+        can fix) when the token is refused; Redis and network outages are retried forever.
+        """
+        try:
+            self._setup()
+            if self._stop.is_set():
+                return
+            keeper = threading.Thread(target=self._keep_lease, name="sw-fanout-lease", daemon=True)
+            self._keeper = keeper
+            keeper.start()
+            self._work()
+        finally:
+            self._shutdown()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def start(self) -> "Relay":
+        """Run in a background thread (see :meth:`run`); returns ``self``."""
+        if self._thread is not None:
+            raise RuntimeError("this relay was already started")
+
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException as exc:  # reported by stop()/wait_for_state() through _fatal
+                self._fatal = exc
+                logger.error("relay stopped: %s", error_text(exc))
+
+        self._thread = threading.Thread(target=target, name="sw-fanout-relay", daemon=True)
+        self._thread.start()
+        return self
+
+    def request_stop(self) -> None:
+        """Ask the relay to stop, without waiting (safe in a signal handler: takes no lock)."""
+        self._stop.set()
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for a relay started with :meth:`start` to end; ``True`` when it has."""
+        thread = self._thread
+        if thread is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Short joins, so that signal handlers run promptly in the main thread.
+        while thread.is_alive():
+            if self._stop.is_set():
+                with self._cond:
+                    self._cond.notify_all()
+            remaining = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            if remaining <= 0:
+                return False
+            thread.join(remaining)
+        return True
+
+    @property
+    def error(self) -> Optional[BaseException]:
+        """The error that stopped the relay (e.g. a refused token), else ``None``."""
+        return self._fatal
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop: stop appending, release the lease, unsubscribe. Idempotent; thread-safe."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def wait_for_state(self, state: RelayState, timeout: float = 10.0) -> bool:
+        """Block until the relay is in ``state`` (``False`` when ``timeout`` passes first)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._state is not state:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self._state is RelayState.STOPPED and state is not RelayState.STOPPED):
+                    return False
+                self._cond.wait(min(remaining, 0.5))
+            return True
+
+    def __enter__(self) -> "Relay":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Relay(stream={self.stream!r}, state={self._state.value}, token={self.token!r})"
+
+    # -- set-up and shutdown ---------------------------------------------------------------
+
+    def _setup(self) -> None:
+        """Resolve the stream name (one REST call, retried); build the lease and the writer."""
+        if self.stream is None:
+            backoff = Backoff(*self._backoff)
+            while not self._stop.is_set():
+                try:
+                    address = self.client.conversation.get_subscriber_info().address_id
+                except _FATAL:
+                    raise
+                except SignalWireError as exc:
+                    delay = backoff.next_delay()
+                    logger.warning(
+                        "cannot look up the subscriber's address (%s); retrying in %.1f s",
+                        error_text(exc), delay,
+                    )
+                    self._stop.wait(delay)
+                    continue
+                if not address:
+                    raise ConfigurationError(
+                        "the subscriber has no fabric address, so the relay cannot name its "
+                        "stream; pass stream=... (--stream)"
+                    )
+                self.stream = default_stream_name(address)
+                break
+            else:
+                return
+        assert self.stream is not None
+        self._lease = Lease(self.redis, f"{self.stream}:lease", self.lease_ttl, token=self.token)
+        self._writer = StreamWriter(
+            self.redis, self.stream, token=self.token, maxlen=self.maxlen, seen_ttl=self.seen_ttl
+        )
+        self._set_state(RelayState.STANDBY, log=False)
+        logger.info(
+            "relay %s starting on stream %r at %s (lease TTL %.1f s)",
+            self.token, self.stream, describe(self.redis), self.lease_ttl,
+        )
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._active:
+            self._flush_on_stop()
+            self._deactivate("stopping")
+        keeper = self._keeper
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(max(5.0, self.lease_ttl))
+        if self._lease is not None:
+            try:
+                if self._lease.release():
+                    logger.info("relay %s released the lease", self.token)
+            except UNAVAILABLE as exc:
+                logger.warning("could not release the lease (%s); it expires by itself", error_text(exc))
+        self._set_state(RelayState.STOPPED)
+
+    def _flush_on_stop(self, budget: float = 2.0) -> None:
+        """Append what is buffered before letting go (bounded; the next leader gap-fills anyway)."""
+        deadline = time.monotonic() + budget
+        while time.monotonic() < deadline and not self._need_gap_fill:
+            lease = self._lease
+            if lease is None or not lease.held():
+                return
+            try:
+                if not self._append_buffered():
+                    return
+            except (Fenced, *UNAVAILABLE):
+                return
+
+    # -- the keeper thread: the lease ------------------------------------------------------
+
+    def _keep_lease(self) -> None:
+        lease = self._lease
+        assert lease is not None
+        backoff = Backoff(*self._backoff)
+        down = False
+        seen_holder: Optional[str] = None
+        while not self._stop.is_set():
+            wait = lease.ttl / 3
+            try:
+                if lease.held():
+                    if not lease.renew():
+                        logger.warning("relay %s lost the lease to %r", self.token, lease.holder())
+                        self._wake()
+                        continue
+                elif lease.acquire():
+                    seen_holder = None
+                    self._wake()
+                elif lease.other_remaining is not None:
+                    # Wake just after the other holder's lease would expire.
+                    wait = min(wait, lease.other_remaining + 0.005)
+                    holder = lease.holder()
+                    if holder != seen_holder:
+                        seen_holder = holder
+                        logger.info(
+                            "relay %s is STANDBY: the lease is held by %r (expires in %.1f s "
+                            "unless renewed)", self.token, holder, lease.other_remaining,
+                        )
+                if down:
+                    logger.info("relay %s reached Redis at %s again", self.token, describe(self.redis))
+                    down = False
+                backoff.reset()
+            except UNAVAILABLE as exc:
+                down = True
+                wait = backoff.next_delay()
+                if lease.held():
+                    # Keep trying to renew before the lease runs out.
+                    wait = min(wait, max(0.05, (lease.valid_until - time.monotonic()) / 3))
+                logger.warning(
+                    "relay %s cannot reach Redis at %s (%s); retrying in %.1f s",
+                    self.token, describe(self.redis), error_text(exc), wait,
+                )
+                self._wake()
+            except Exception as exc:  # a bug or an unexpected reply: never a silent death
+                wait = backoff.next_delay()
+                logger.exception("relay %s: lease keeper failed (%s); retrying in %.1f s", self.token, exc, wait)
+            self._stop.wait(wait)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- the worker: subscribe, gap fill, append -------------------------------------------
+
+    def _work(self) -> None:
+        lease = self._lease
+        assert lease is not None
+        backoff = Backoff(*self._backoff)
+        while not self._stop.is_set():
+            try:
+                if not self._active:
+                    if lease.held():
+                        self._activate()
+                    else:
+                        self._idle(lease.ttl / 3)
+                    continue
+                if not lease.held():
+                    self._deactivate("the lease expired or was taken over")
+                    continue
+                if self._need_gap_fill:
+                    self._gap_fill()
+                elif not self._append_buffered():
+                    self._idle(lease.ttl / 3)
+                backoff.reset()
+            except Fenced:
+                self._deactivate("another relay holds the lease (fenced)")
+            except UNAVAILABLE as exc:
+                # The keeper logs the outage; here, wait without spinning (the batch stays
+                # buffered, and a repeat of it later is dropped by the script).
+                logger.debug("append failed: %s", error_text(exc))
+                self._stop.wait(min(backoff.next_delay(), lease.ttl / 3))
+            except _FATAL as exc:
+                logger.error("relay %s cannot continue: %s", self.token, error_text(exc))
+                self._fatal = exc
+                self._stop.set()
+            except SignalWireError as exc:
+                delay = backoff.next_delay()
+                logger.warning("relay %s: %s; retrying in %.1f s", self.token, error_text(exc), delay)
+                self._stop.wait(delay)
+
+    def _idle(self, timeout: float) -> None:
+        with self._cond:
+            if not self._stop.is_set() and not self._buffer:
+                self._cond.wait(timeout)
+
+    def _activate(self) -> None:
+        with self._cond:
+            self._generation += 1
+            generation = self._generation
+            self._buffer.clear()
+            self._overflowed = False
+            self._need_gap_fill = True
+            self._active = True
+
+        def on_event(event: ConversationMessageEvent) -> None:
+            self._on_event(generation, event)
+
+        try:
+            self._subscription = self.client.conversation.subscribe(on_event, timeout=self.subscribe_timeout)
+        except BaseException:
+            with self._cond:
+                self._active = False
+            self._release_quietly()
+            raise
+        self._set_state(RelayState.ACTIVE)
+
+    def _deactivate(self, reason: str) -> None:
+        with self._cond:
+            self._generation += 1
+            self._active = False
+            self._buffer.clear()
+            self._need_gap_fill = False
+            self._overflowed = False
+            subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            try:
+                subscription.unsubscribe()
+            except Exception as exc:  # never let a teardown failure keep us "active"
+                logger.warning("unsubscribe failed: %s", error_text(exc))
+        if not self._stop.is_set():
+            logger.warning("relay %s is STANDBY: %s", self.token, reason)
+            self._set_state(RelayState.STANDBY, log=False)
+
+    def _release_quietly(self) -> None:
+        lease = self._lease
+        if lease is None:
+            return
+        try:
+            lease.release()
+        except UNAVAILABLE:
+            pass
+
+    def _on_event(self, generation: int, event: ConversationMessageEvent) -> None:
+        """The subscription's callback (SDK dispatcher thread): buffer, never block."""
+        with self._cond:
+            if generation != self._generation or not self._active:
+                return
+            if self._overflowed or len(self._buffer) >= self.buffer_size:
+                if not self._overflowed:
+                    logger.warning(
+                        "relay buffer full (%d messages; Redis slow or down): dropping new "
+                        "messages until they can be recovered over REST", self.buffer_size,
+                    )
+                self._overflowed = True
+                self._need_gap_fill = True
+                self.dropped += 1
+                return
+            self._buffer.append(event)
+            self._cond.notify_all()
+
+    def _append_buffered(self) -> bool:
+        """Append one batch from the buffer; ``False`` when it was empty."""
+        writer = self._writer
+        assert writer is not None
+        with self._cond:
+            if not self._buffer:
+                return False
+            batch = [self._buffer[i] for i in range(min(self.batch_size, len(self._buffer)))]
+        self._append(writer, batch)
+        with self._cond:
+            # Only this thread removes from the left; the callback only appends on the right.
+            for _ in batch:
+                if self._buffer:
+                    self._buffer.popleft()
+        return True
+
+    def _append(self, writer: StreamWriter, batch: List[ConversationMessageEvent]) -> None:
+        lease = self._lease
+        if lease is None or not lease.held():
+            raise Fenced("the lease is not certainly ours")
+        results = writer.append(batch)
+        new = sum(1 for r in results if r is not None)
+        self.appended += new
+        self.duplicates += len(results) - new
+
+    def _gap_fill(self) -> None:
+        """Append every message since the checkpoint, oldest first, before the buffered ones."""
+        writer = self._writer
+        lease = self._lease
+        assert writer is not None and lease is not None
+        with self._cond:
+            self._need_gap_fill = False
+            self._overflowed = False  # live messages are buffered again from here on
+        try:
+            checkpoint = writer.checkpoint()
+            if checkpoint is None:
+                checkpoint = self._first_checkpoint(writer)
+            since = checkpoint.ts if checkpoint.ts else None
+            newest_first: List[Any] = []
+            for message in self.client.conversation.get_messages(since=since):
+                newest_first.append(message)
+                if len(newest_first) % 500 == 0 and (self._stop.is_set() or not lease.held()):
+                    raise Fenced("the lease expired during the gap fill")
+            events = [
+                event_from_message(m) for m in reversed(newest_first)
+                if not (m.id and m.id == checkpoint.message_id)
+            ]
+            # Oldest first; the server's order breaks ties (a stable sort keeps it).
+            events.sort(key=lambda e: e.ts if e.ts is not None else 0.0)
+            before = self.appended
+            for start in range(0, len(events), self.batch_size):
+                self._append(writer, events[start:start + self.batch_size])
+            self.gap_fills += 1
+            self.recovered += self.appended - before
+            logger.info(
+                "relay %s gap fill since %s: %d message(s) read, %d appended",
+                self.token, checkpoint.ts_text or "the start", len(events), self.appended - before,
+            )
+        except BaseException:
+            with self._cond:
+                if self._active:
+                    self._need_gap_fill = True
+            raise
+
+    def _first_checkpoint(self, writer: StreamWriter) -> Checkpoint:
+        """No relay ever ran on this stream: start after the newest message there is now."""
+        newest = next(iter(self.client.conversation.get_messages(limit=1)), None)
+        writer.init_checkpoint(newest.ts if newest else None, newest.id if newest else None)
+        checkpoint = writer.checkpoint()
+        if checkpoint is None:  # deleted meanwhile: behave as if set
+            return Checkpoint("0", "", "")
+        logger.info(
+            "relay %s: first relay on %r; publishing messages newer than %s",
+            self.token, writer.stream, checkpoint.ts_text or "now",
+        )
+        return checkpoint
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _set_state(self, state: RelayState, *, log: bool = True) -> None:
+        with self._cond:
+            if self._state is state:
+                return
+            self._state = state
+            self._cond.notify_all()
+        if log and state is RelayState.ACTIVE:
+            logger.info("relay %s is ACTIVE: appending to %r", self.token, self.stream)
+        elif log and state is RelayState.STOPPED:
+            logger.info("relay %s stopped", self.token)
+        if self._on_state_change is not None:
+            try:
+                self._on_state_change(state)
+            except Exception:
+                logger.exception("on_state_change raised")

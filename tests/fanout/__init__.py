@@ -1,0 +1,1 @@
+"""Tests of the Redis fan-out (relay, lease, stream, consumers)."""

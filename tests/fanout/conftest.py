@@ -1,0 +1,138 @@
+"""A real redis-server for the fan-out tests (no mock), started on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import pytest
+
+redis = pytest.importorskip("redis", reason='the fan-out tests need redis-py: pip install "signalwire-conversation[redis]"')
+
+REDIS_SERVER = shutil.which("redis-server") or (
+    "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, message: str, interval: float = 0.02) -> None:
+    """Poll ``predicate`` until truthy; fail with ``message`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f} s: {message}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    """One redis-server process; ``stop()``/``start()`` again keep the port and the directory."""
+
+    def __init__(self, directory: Path, *, persistent: bool = False, port: Optional[int] = None) -> None:
+        assert REDIS_SERVER is not None
+        self.directory = directory
+        self.persistent = persistent
+        self.port = port or free_port()
+        self.process: Optional[subprocess.Popen[bytes]] = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        assert REDIS_SERVER is not None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args: List[str] = [
+            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+            "--save", "", "--protected-mode", "no", "--loglevel", "warning",
+            "--logfile", str(self.directory / "redis.log"),
+        ]
+        if self.persistent:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
+
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                log = (self.directory / "redis.log")
+                detail = log.read_text()[-2000:] if log.exists() else ""
+                raise AssertionError(f"redis-server exited with {self.process.returncode}: {detail}")
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        try:
+            wait_until(ready, timeout, f"redis-server on port {self.port} never answered PING")
+        finally:
+            client.close()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()  # SIGTERM: redis flushes its append-only file and exits
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def client(self, **kwargs: object) -> "redis.Redis":
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if REDIS_SERVER is None:
+        pytest.skip("no redis-server binary on PATH (install the redis-server package; .ci/run does)")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def r(redis_server: RedisServer) -> Iterator["redis.Redis"]:
+    """A decoded-responses client on an empty database."""
+    client = redis_server.client()
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def make_redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Private redis-server processes for tests that stop or restart Redis."""
+    if REDIS_SERVER is None:
+        pytest.skip("no redis-server binary on PATH (install the redis-server package; .ci/run does)")
+    servers: List[RedisServer] = []
+
+    def make(*, persistent: bool = False, port: Optional[int] = None, start: bool = True) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(servers)}", persistent=persistent, port=port)
+        servers.append(server)
+        return server.start() if start else server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
