@@ -213,7 +213,8 @@ class Page(Generic[T]):
         for item in shown:
             to_dict = getattr(item, "to_dict", None)
             rows.append(to_dict() if callable(to_dict) else {"value": item})
-        columns: List[str] = []
+        present = {key for row in rows for key in row}
+        columns = [key for key in _PREFERRED_COLUMNS if key in present]
         for row in rows:
             for key in row:
                 if key not in columns and len(columns) < 8:
@@ -230,6 +231,9 @@ class Page(Generic[T]):
             f"has_next={self.has_next}, has_prev={self.has_prev}"
         )
         return f"<table><caption>{caption}</caption><tr>{head}</tr>{body}</table>{note}"
+
+
+_PREFERRED_COLUMNS = ("id", "name", "ts", "user_id", "subtype", "kind", "text", "last_message_at")
 
 
 def _short(value: Any, limit: int = 80) -> str:
