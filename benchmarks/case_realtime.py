@@ -1,0 +1,337 @@
+"""Cases 3 and 4: realtime throughput and latency, SDK vs the raw websocket-client floor.
+
+Throughput: the emulator (its own process) pushes N ``conversation.message`` events to one
+session as fast as it can; the figure is N over the time from the push command to the N-th
+event handled (SDK: the callback receiving a model; raw: recv + ``json.loads`` + ack). Every
+event must be acknowledged (checked on the server after each run). The same N envelopes of
+the same size go from a Slack-shaped server to slack_sdk's builtin ``SocketModeClient``.
+
+Latency: the emulator sends events at a moderate rate, each text stamped with the sender's
+``perf_counter()`` (system-wide monotonic clock, so comparable across processes); the figure
+is the time from that stamp to the callback starting (raw: right after recv + loads + ack).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from ._common import FRAME_BYTES, Counter, SDKUnavailable, Size, best, load_client, percentile, wait_until
+from ._raw import RawRelay
+from ._report import CaseResult, Row
+from ._serve import ServerProcess, sent_at
+
+SENDER = "alice"
+
+
+def _start_emulator(emu: ServerProcess, names: List[str]) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
+    urls = emu.call("start")
+    subs = {name: emu.call("add_subscriber", name=name) for name in [SENDER] + names}
+    return urls, subs
+
+
+def calibrate(emu: ServerProcess, urls: Dict[str, Any], sub: Dict[str, Any]) -> Tuple[int, int, Dict[str, Any]]:
+    """The text size that makes a ``conversation.message`` frame ``FRAME_BYTES`` long.
+
+    Returns (text size, measured frame bytes, a sample payload).
+    """
+    probe = 100
+    relay = RawRelay(urls["relay_url"], sub["token"])
+    try:
+        captured: List[Dict[str, Any]] = []
+        text_size = probe
+        frame = 0
+        for _ in range(2):
+            emu.send("push", sender=SENDER, address_id=sub["address_id"], count=1, text_size=text_size)
+            relay.receive(1, on_message=captured.append, measure_frame=True)
+            emu.result()
+            frame = relay.last_frame_bytes
+            if frame == FRAME_BYTES:
+                break
+            text_size = max(10, text_size + FRAME_BYTES - frame)
+    finally:
+        relay.close()
+    return text_size, frame, captured[-1]
+
+
+# -- throughput -----------------------------------------------------------------------------------
+def _wait_acked(emu: ServerProcess, name: str) -> int:
+    wait_until(lambda: emu.call("unacked", subscriber=name) == 0, timeout=5.0, interval=0.05)
+    return int(emu.call("unacked", subscriber=name))
+
+
+def _raw_throughput(
+    emu: ServerProcess, urls: Dict[str, Any], sub: Dict[str, Any], size: Size, text_size: int, skip_utf8: bool
+) -> Tuple[float, float, int]:
+    relay = RawRelay(urls["relay_url"], sub["token"], skip_utf8_validation=skip_utf8)
+    try:
+        emu.send("push", sender=SENDER, address_id=sub["address_id"], count=size.rt_warmup, text_size=text_size)
+        relay.receive(size.rt_warmup)
+        emu.result()
+        started = time.perf_counter()
+        emu.send("push", sender=SENDER, address_id=sub["address_id"], count=size.rt_events, text_size=text_size)
+        ended = relay.receive(size.rt_events)
+        server_seconds = float(emu.result(timeout=120)["seconds"])
+        unacked = _wait_acked(emu, sub["name"])
+    finally:
+        relay.close()
+    return size.rt_events / (ended - started), server_seconds, unacked
+
+
+def _sdk_throughput(
+    emu: ServerProcess, urls: Dict[str, Any], sub: Dict[str, Any], size: Size, text_size: int
+) -> Tuple[float, float, int]:
+    client_cls = load_client()
+    counter = Counter()
+    timeout = 30.0 + size.rt_events / 1000.0
+    client = client_cls(token=sub["token"], base_url=urls["base_url"], relay_url=urls["relay_url"])
+    try:
+        client.conversation.subscribe(lambda event: counter.hit_one_thread())
+        counter.arm(size.rt_warmup)
+        emu.send("push", sender=SENDER, address_id=sub["address_id"], count=size.rt_warmup, text_size=text_size)
+        if not counter.wait(timeout):
+            raise TimeoutError(f"SDK: {counter.count}/{size.rt_warmup} warm-up events in {timeout} s")
+        emu.result()
+        counter.arm(size.rt_events)
+        started = time.perf_counter()
+        emu.send("push", sender=SENDER, address_id=sub["address_id"], count=size.rt_events, text_size=text_size)
+        if not counter.wait(timeout):
+            raise TimeoutError(f"SDK: {counter.count}/{size.rt_events} events in {timeout} s")
+        server_seconds = float(emu.result(timeout=120)["seconds"])
+        unacked = _wait_acked(emu, sub["name"])
+    finally:
+        client.close()
+    return size.rt_events / (counter.last - started), server_seconds, unacked
+
+
+def slack_payload(sample: Dict[str, Any]) -> Dict[str, Any]:
+    """The emulator's payload, its text resized so a Slack envelope is ``FRAME_BYTES`` long."""
+    payload = dict(sample)
+    text = str(payload.get("text") or "")
+
+    def frame_len(p: Dict[str, Any]) -> int:
+        body = dict(p, event_ts=f"{time.time():.6f}")
+        envelope = {
+            "envelope_id": "8a4a6f30-32c8-4a7c-9bd0-7d3cc54f0fbe",
+            "payload": {"type": "event_callback", "event": body, "event_id": "Ev00000000"},
+            "type": "events_api",
+            "accepts_response_payload": False,
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        return len(json.dumps(envelope).encode())
+
+    payload["text"] = text
+    delta = FRAME_BYTES - frame_len(payload)
+    payload["text"] = text + "z" * delta if delta >= 0 else text[: max(0, len(text) + delta)]
+    return payload
+
+
+def _slack_throughput(slack: ServerProcess, api_url: str, size: Size, payload: Dict[str, Any]) -> Tuple[float, float, int]:
+    from slack_sdk.socket_mode.builtin import SocketModeClient
+    from slack_sdk.socket_mode.response import SocketModeResponse
+    from slack_sdk.web import WebClient
+
+    counter = Counter()
+    timeout = 30.0 + size.rt_events / 1000.0
+
+    def listener(client: Any, request: Any) -> None:
+        client.send_socket_mode_response(SocketModeResponse(envelope_id=request.envelope_id))
+        counter.hit()
+
+    client = SocketModeClient(
+        app_token="xapp-1-A0BENCH-0-bench",
+        web_client=WebClient(token="xoxb-bench", base_url=api_url),
+        auto_reconnect_enabled=False,
+    )
+    client.socket_mode_request_listeners.append(listener)
+    # slack_sdk's builtin frame parser (socket_mode/builtin/internals.py ``_fetch_messages``)
+    # recurses once per frame for as long as bytes keep arriving, so a sustained stream raises
+    # RecursionError at the default limit and the connection dies. Lift the limit for the row
+    # (Python >= 3.11 does not use the C stack for these calls) and say so in the notes.
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, 50 * size.rt_events + 10_000))
+    try:
+        client.connect()
+        if not wait_until(lambda: slack.call("stats")["connections"] == 1, timeout=10):
+            raise TimeoutError("slack_sdk did not connect within 10 s")
+        slack.call("reset")
+        counter.arm(size.rt_warmup)
+        slack.send("push", count=size.rt_warmup, payload=payload)
+        if not counter.wait(timeout):
+            raise TimeoutError(f"slack_sdk: {counter.count}/{size.rt_warmup} warm-up events")
+        slack.result()
+        wait_until(lambda: slack.call("stats")["acks"] == size.rt_warmup, timeout=5)
+        slack.call("reset")
+        counter.arm(size.rt_events)
+        started = time.perf_counter()
+        slack.send("push", count=size.rt_events, payload=payload)
+        if not counter.wait(timeout):
+            raise TimeoutError(f"slack_sdk: {counter.count}/{size.rt_events} events in {timeout} s")
+        server_seconds = float(slack.result(timeout=120)["seconds"])
+        wait_until(lambda: slack.call("stats")["acks"] == size.rt_events, timeout=5)
+        unacked = int(slack.call("stats")["pending"])
+    finally:
+        client.close()
+        sys.setrecursionlimit(old_limit)
+    return size.rt_events / (counter.last - started), server_seconds, unacked
+
+
+def run_throughput(size: Size) -> CaseResult:
+    result = CaseResult("throughput", f"realtime throughput, {size.rt_events:,} conversation.message events")
+    raw_eps: List[float] = []
+    sdk_eps: List[float] = []
+    slack_eps: List[float] = []
+    server_s: Dict[str, List[float]] = {"raw": [], "sdk": [], "slack": []}
+    unacked = {"raw": 0, "sdk": 0, "slack": 0}
+    sdk_error: Optional[str] = None
+    slack_error: Optional[str] = None
+    with ServerProcess("emulator") as emu, ServerProcess("slack") as slack:
+        urls, subs = _start_emulator(emu, ["raw", "sdk"])
+        api_url = slack.call("start")["api_url"]
+        text_size, frame_bytes, sample = calibrate(emu, urls, subs["raw"])
+        payload = slack_payload(sample)
+        for _ in range(size.repeats):
+            eps, secs, left = _raw_throughput(emu, urls, subs["raw"], size, text_size, skip_utf8=True)
+            raw_eps.append(eps)
+            server_s["raw"].append(secs)
+            unacked["raw"] = max(unacked["raw"], left)
+            if sdk_error is None:
+                try:
+                    eps, secs, left = _sdk_throughput(emu, urls, subs["sdk"], size, text_size)
+                    sdk_eps.append(eps)
+                    server_s["sdk"].append(secs)
+                    unacked["sdk"] = max(unacked["sdk"], left)
+                except SDKUnavailable as exc:
+                    sdk_error = str(exc)
+            if slack_error is None:
+                try:
+                    eps, secs, left = _slack_throughput(slack, api_url, size, payload)
+                    slack_eps.append(eps)
+                    server_s["slack"].append(secs)
+                    unacked["slack"] = max(unacked["slack"], left)
+                except ImportError as exc:
+                    slack_error = f"slack_sdk not installed ({exc}); pip install -e .[bench]"
+        defaults_eps, _, _ = _raw_throughput(emu, urls, subs["raw"], size, text_size, skip_utf8=False)
+
+    raw_best = best(raw_eps, True)
+    sdk_best = best(sdk_eps, True)
+    slack_best = best(slack_eps, True)
+    result.rows.append(Row("events/s vs raw websocket-client", "ev/s", sdk_best, raw_best, op=">=", bound=0.90))
+    result.rows.append(
+        Row("events/s vs slack_sdk SocketModeClient", "ev/s", sdk_best, slack_best, op=">=", bound=2.0,
+            reference="slack_sdk")
+    )
+    result.rows.append(
+        Row("events left unacked after a run", "events", float(unacked["sdk"]) if sdk_eps else None,
+            float(unacked["raw"]), compare="value", op="==", bound=0)
+    )
+    result.notes.append(
+        f"frames: {frame_bytes} bytes (text {text_size} chars); best of {size.repeats}; all runs "
+        f"raw {_fmt_list(raw_eps)}, SDK {_fmt_list(sdk_eps)}, slack_sdk {_fmt_list(slack_eps)} ev/s"
+    )
+    result.notes.append(
+        f"raw loop with websocket-client defaults (UTF-8 check on): {defaults_eps:,.0f} ev/s"
+        + (f" ({defaults_eps / raw_best:.2f} of the floor)" if raw_best else "")
+    )
+    for who, values in server_s.items():
+        if values:
+            result.notes.append(
+                f"server push time ({who}): {_fmt_list(values, 3)} s, i.e. the server alone could push "
+                f"{size.rt_events / min(values):,.0f} ev/s"
+            )
+    if slack_eps:
+        result.notes.append(f"slack_sdk events left unacked: {unacked['slack']}")
+    if sdk_error:
+        result.notes.append(f"SDK rows skipped: {sdk_error}")
+    if slack_error:
+        result.notes.append(f"slack_sdk row skipped: {slack_error}")
+    return result
+
+
+def _fmt_list(values: List[float], digits: int = 0) -> str:
+    return "[" + ", ".join(f"{v:,.{digits}f}" for v in values) + "]"
+
+
+# -- latency --------------------------------------------------------------------------------------
+def _raw_latency(emu: ServerProcess, urls: Dict[str, Any], sub: Dict[str, Any], size: Size, text_size: int,
+                 warmup: int) -> List[float]:
+    samples: List[float] = []
+
+    def on_message(payload: Dict[str, Any]) -> None:
+        samples.append(time.perf_counter() - sent_at(payload.get("text")))
+
+    relay = RawRelay(urls["relay_url"], sub["token"])
+    try:
+        total = warmup + size.latency_events
+        emu.send("paced", sender=SENDER, address_id=sub["address_id"], count=total,
+                 rate=size.latency_rate, text_size=text_size)
+        relay.receive(total, on_message=on_message)
+        emu.result()
+    finally:
+        relay.close()
+    return samples[warmup:]
+
+
+def _sdk_latency(emu: ServerProcess, urls: Dict[str, Any], sub: Dict[str, Any], size: Size, text_size: int,
+                 warmup: int) -> List[float]:
+    client_cls = load_client()
+    samples: List[float] = []
+    counter = Counter()
+
+    def callback(event: Any) -> None:
+        samples.append(time.perf_counter() - sent_at(event.text))
+        counter.hit_one_thread()
+
+    total = warmup + size.latency_events
+    timeout = 30.0 + total / size.latency_rate
+    client = client_cls(token=sub["token"], base_url=urls["base_url"], relay_url=urls["relay_url"])
+    try:
+        client.conversation.subscribe(callback)
+        counter.arm(total)
+        emu.send("paced", sender=SENDER, address_id=sub["address_id"], count=total,
+                 rate=size.latency_rate, text_size=text_size)
+        if not counter.wait(timeout):
+            raise TimeoutError(f"SDK: {counter.count}/{total} events in {timeout} s")
+        emu.result()
+    finally:
+        client.close()
+    return samples[warmup:]
+
+
+def run_latency(size: Size) -> CaseResult:
+    result = CaseResult(
+        "latency",
+        f"realtime latency, emulator send -> callback start, {size.latency_events:,} events at "
+        f"{size.latency_rate:,.0f}/s",
+    )
+    raw: List[float] = []
+    sdk: List[float] = []
+    sdk_error: Optional[str] = None
+    warmup = max(5, size.latency_events // 20)
+    with ServerProcess("emulator") as emu:
+        urls, subs = _start_emulator(emu, ["raw", "sdk"])
+        text_size, frame_bytes, _ = calibrate(emu, urls, subs["raw"])
+        for _ in range(size.repeats):
+            raw.extend(_raw_latency(emu, urls, subs["raw"], size, text_size, warmup))
+            if sdk_error is None:
+                try:
+                    sdk.extend(_sdk_latency(emu, urls, subs["sdk"], size, text_size, warmup))
+                except SDKUnavailable as exc:
+                    sdk_error = str(exc)
+
+    def ms(values: List[float], q: float) -> Optional[float]:
+        return percentile(values, q) * 1000.0 if values else None
+
+    result.rows.append(Row("p50 latency", "ms", ms(sdk, 50), ms(raw, 50), compare="delta", op="<=", bound=0.3))
+    result.rows.append(Row("p99 latency", "ms", ms(sdk, 99), ms(raw, 99), compare="delta", op="<=", bound=2.0))
+    result.rows.append(Row("p90 latency", "ms", ms(sdk, 90), ms(raw, 90), compare="delta"))
+    result.rows.append(Row("max latency", "ms", ms(sdk, 100), ms(raw, 100), compare="delta"))
+    result.notes.append(
+        f"{len(raw)} raw and {len(sdk)} SDK samples over {size.repeats} interleaved run(s); frames {frame_bytes} B"
+    )
+    if sdk_error:
+        result.notes.append(f"SDK rows skipped: {sdk_error}")
+    return result
