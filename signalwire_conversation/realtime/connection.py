@@ -79,7 +79,9 @@ class FrameKind(enum.Enum):
 def parse_frame(data: Union[bytes, str]) -> Optional[JSON]:
     """The JSON object in a text frame, or ``None`` when it is not one (bad UTF-8 included)."""
     try:
-        frame = json.loads(data)
+        # strict UTF-8 (json.loads would also guess UTF-16/32 from bytes)
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+        frame = json.loads(text)
     except (ValueError, TypeError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
     return frame if isinstance(frame, dict) else None
