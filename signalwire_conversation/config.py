@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import math
 import os
 import threading
 from typing import Any, Callable, Mapping, Optional, Tuple, Union
@@ -117,8 +118,13 @@ class TokenProvider:
         try:
             return factory()
         except Exception as exc:  # the user's code: say where it came from
+            from ._logging import redact  # the user's message may quote a token
+
+            detail = redact(str(exc))
+            if len(detail) > 300:
+                detail = detail[:300] + "…"
             raise ConfigurationError(
-                f"the token callable raised {type(exc).__name__}: {exc}"
+                f"the token callable raised {type(exc).__name__}: {detail}"
             ) from exc
 
     @staticmethod
@@ -286,7 +292,12 @@ def normalize_timeout(timeout: Any, *, name: str = "timeout") -> Tuple[float, fl
     from .errors import ValidationError
 
     def positive(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not value > 0
+            or not math.isfinite(value)
+        ):
             raise ValidationError(
                 name, f"must be a positive number of seconds or a (connect, read) pair, got {value!r}"
             )

@@ -70,9 +70,6 @@ def test_configuration_errors_never_echo_the_token(bad: str) -> None:
         assert SECRET not in str(info.value) and SECRET not in repr(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect D7: config.TokenProvider._call quotes the token callable's exception text "
-    "unredacted in the ConfigurationError"))
 def test_callable_token_error_never_echoes_the_token() -> None:
     def factory() -> str:
         raise RuntimeError(f"vault said no for {TOKEN}")
