@@ -254,14 +254,35 @@ def _str_tuple(value: Any) -> tuple[str, ...]:
     return ()
 
 
-def _register(exact: Any, coerce: Callable[[Any], Any]) -> None:
-    _converter.register_structure_hook_func(lambda t: t == exact, lambda v, _: coerce(v))
+# Hot path: the generated hooks call these two-argument forms directly (no wrapper lambda);
+# the common well-typed value returns after one type check.
 
 
-_register(Optional[str], _str_or_none)
-_register(Optional[float], _number_or_none)
-_register(Mapping[str, Any], _mapping)
-_register(tuple[str, ...], _str_tuple)
+def _hook_str(value: Any, _: Any) -> Optional[str]:
+    return value if value is None or type(value) is str else _str_or_none(value)
+
+
+def _hook_number(value: Any, _: Any) -> Optional[float]:
+    cls = type(value)
+    return value if cls is float or cls is int or value is None else _number_or_none(value)
+
+
+def _hook_mapping(value: Any, _: Any) -> Mapping[str, Any]:
+    return value if type(value) is dict else _mapping(value)
+
+
+def _hook_str_tuple(value: Any, _: Any) -> tuple[str, ...]:
+    return _str_tuple(value)
+
+
+def _register(exact: Any, hook: Callable[[Any, Any], Any]) -> None:
+    _converter.register_structure_hook_func(lambda t: t == exact, hook)
+
+
+_register(Optional[str], _hook_str)
+_register(Optional[float], _hook_number)
+_register(Mapping[str, Any], _hook_mapping)
+_register(tuple[str, ...], _hook_str_tuple)
 
 
 def _pop_first(data: JSONDict, *names: str) -> Any:
@@ -363,9 +384,12 @@ def _decoder(
             if value is None or value == "":
                 raise ResponseValidationError(f"{label} without {name!r}: {_preview(data)}")
         if keep_extra:
-            extra = {k: v for k, v in d.items() if k not in names}
-            known = {k: v for k, v in d.items() if k in names}
-            known["extra"] = extra
+            # one pass: the dialect's copy becomes the known fields, unknown ones move out
+            extra = {k: d[k] for k in d.keys() - names}
+            for k in extra:
+                del d[k]
+            d["extra"] = extra
+            known = d
         else:
             known = d
         try:

@@ -11,7 +11,7 @@ import responses
 
 from signalwire_conversation import Client
 
-from .helpers import TOKEN
+from .helpers import TOKEN, FakeListener
 
 
 @pytest.fixture
@@ -51,3 +51,13 @@ def load_fixture() -> Callable[[str], Any]:
         return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
     return load
+
+
+@pytest.fixture(autouse=True)
+def fake_listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
+    """No unit test opens a websocket: the client builds this fake at the realtime seam."""
+    import signalwire_conversation.realtime as realtime
+
+    FakeListener.instances = []
+    monkeypatch.setattr(realtime, "Listener", FakeListener)
+    yield FakeListener

@@ -66,3 +66,48 @@ def body_of(call: Any) -> Any:
 def calls_to(rsps: responses.RequestsMock, pattern: str) -> List[Any]:
     rx = re.compile(pattern)
     return [c for c in rsps.calls if rx.search(c.request.url)]
+
+
+class FakeSubscription:
+    def __init__(self, callback: Any, group_id: Optional[str]) -> None:
+        self.callback = callback
+        self.group_id = group_id
+        self.unsubscribed = False
+
+    def unsubscribe(self) -> None:
+        self.unsubscribed = True
+
+
+class FakeListener:
+    """Stands in for realtime.Listener at the seam: records how the client built and used it."""
+
+    instances: List["FakeListener"] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        from signalwire_conversation.realtime import ConnectionState
+
+        self.kwargs = kwargs
+        self.state = ConnectionState.IDLE
+        self.subscribed: List[Dict[str, Any]] = []
+        self.closed: List[float] = []
+        self.ran = 0
+        self.run_raises: Optional[BaseException] = None
+        FakeListener.instances.append(self)
+
+    def subscribe(self, callback: Any = None, *, group_id: Optional[str] = None, timeout: float = 15.0) -> FakeSubscription:
+        from signalwire_conversation.realtime import ConnectionState
+
+        self.subscribed.append({"callback": callback, "group_id": group_id, "timeout": timeout})
+        self.state = ConnectionState.CONNECTED
+        return FakeSubscription(callback, group_id)
+
+    def run_forever(self) -> None:
+        self.ran += 1
+        if self.run_raises is not None:
+            raise self.run_raises
+
+    def close(self, timeout: float = 5.0) -> None:
+        from signalwire_conversation.realtime import ConnectionState
+
+        self.closed.append(timeout)
+        self.state = ConnectionState.CLOSED

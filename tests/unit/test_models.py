@@ -1,0 +1,236 @@
+"""Models and the converter: every payload fixture decodes; both wire generations; round trips."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+import pytest
+
+from signalwire_conversation import (
+    Conversation,
+    ConversationMessage,
+    ConversationMessageEvent,
+    ResponseValidationError,
+)
+from signalwire_conversation.models import (
+    decode_conversation,
+    decode_event,
+    decode_join_result,
+    decode_message,
+    decode_sent_message,
+    decode_subscriber_info,
+    event_from_message,
+    timestamp_to_datetime,
+)
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+CONVERSATIONS = ["docs-v3-conversation-object.json"]
+MESSAGES = [
+    "docs-v3-conversation-message-object.json",
+    "docs-v3-chat-message-object.json",
+    "v3-e2e-stored-chat-message-shape.json",
+]
+EVENTS = [
+    "docs-v3-conversation-message-event-params.json",
+    "v3-client-test-event-chat.json",
+    "v3-js329-test-event-chat.json",
+    "v3-repo-test-event-chat-fabric.json",
+]
+CONVERSATION_PAGES = [
+    "v3-client-test-conversations-page.json",
+    "v3-js329-test-conversations-page.json",
+    "docs-v3-sdk-get-conversations-result.json",
+]
+MESSAGE_PAGES = ["v3-client-test-messages-page.json", "docs-v3-sdk-get-conversation-messages-result.json"]
+JOINS = ["v3-client-test-join-response.json", "v3-js329-test-join-response.json", "v4-test-join-response-minimal.json"]
+SENDS = ["v3-client-test-send-message-response.json", "v3-js329-test-send-message-response.json"]
+SUBSCRIBERS = ["v4-test-subscriber-info.json", "v4-test-subscriber-info-minimal.json"]
+# not conversation/message/event payloads or pages (JWE headers, websocket frames, errors,
+# tokens, addresses, request bodies): listed so a new fixture cannot be forgotten silently
+OTHERS = {
+    "jwe-header-guest-sat.json", "jwe-header-refresh-token.json", "jwe-header-sat-with-ch.json",
+    "jwe-header-sat-without-ch.json", "openapi-error-401.json", "openapi-error-404.json",
+    "openapi-error-422-refresh-token-expired.json", "openapi-error-422-subscriber-token.json",
+    "openapi-error-500.json", "openapi-fabric-addresses-page.json", "openapi-fabric-pagination-links.json",
+    "openapi-subscriber-refresh-token-request.json", "openapi-subscriber-refresh-token-response.json",
+    "openapi-subscriber-token-response.json", "v3-client-test-join-request.json",
+    "v3-client-test-send-message-request.json", "v3-js329-test-join-request.json",
+    "v3-js329-test-send-message-request.json", "v3-repo-send-message-request.json",
+    "v3-e2e-ws-conversation-call-started-partial.json", "v4-join-request-1.json", "v4-join-request-2.json",
+    "v4-test-send-message-error-body.json", "v4-test-ws-connect-request-subparams.json",
+    "v4-test-ws-event-call-state-matching-channel.json", "v4-test-ws-event-conversation-message-frame.json",
+    "v4-ws-authorization-state-event-params.json", "v4-ws-connect-request-dpop.json",
+    "v4-ws-connect-request-jwt.json", "v4-ws-connect-result.json", "v4-ws-disconnect-response.json",
+    "v4-ws-event-ack.json", "v4-ws-ping-request.json", "v4-ws-ping-response.json",
+    "v4-ws-reauthenticate-request-dpop.json", "v4-ws-reauthenticate-request.json",
+}
+
+
+def load(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def test_every_fixture_is_classified() -> None:
+    classified = set(CONVERSATIONS + MESSAGES + EVENTS + CONVERSATION_PAGES + MESSAGE_PAGES + JOINS + SENDS + SUBSCRIBERS) | OTHERS
+    on_disk = {p.name for p in FIXTURES.glob("*.json")}
+    assert on_disk - classified == set(), "new fixtures: decide whether they must decode"
+
+
+@pytest.mark.parametrize("name", CONVERSATIONS)
+def test_conversation_fixtures(name: str) -> None:
+    conv = decode_conversation(load(name))
+    assert isinstance(conv, Conversation) and conv.id
+    assert decode_conversation(conv.to_dict()) == conv
+
+
+@pytest.mark.parametrize("name", MESSAGES)
+def test_message_fixtures(name: str) -> None:
+    msg = decode_message(load(name))
+    assert isinstance(msg, ConversationMessage)
+    assert msg.id and msg.conversation_id and msg.user_id
+    assert decode_message(msg.to_dict()) == msg
+
+
+@pytest.mark.parametrize("name", EVENTS)
+def test_event_fixtures(name: str) -> None:
+    event = decode_event(load(name))
+    assert isinstance(event, ConversationMessageEvent)
+    assert event.id and event.conversation_id and event.user_id
+    assert event.hidden is False
+    assert decode_event(event.to_dict()) == event
+    assert decode_event(json.loads(json.dumps(event.to_dict()))) == event
+
+
+@pytest.mark.parametrize("name", CONVERSATION_PAGES)
+def test_conversation_pages(name: str) -> None:
+    items = [decode_conversation(i) for i in load(name)["data"]]
+    assert items and all(c.id for c in items)
+
+
+@pytest.mark.parametrize("name", MESSAGE_PAGES)
+def test_message_pages(name: str) -> None:
+    items = [decode_message(i) for i in load(name)["data"]]
+    assert items and all(isinstance(m, ConversationMessage) for m in items)
+
+
+@pytest.mark.parametrize("name", JOINS)
+def test_join_fixtures(name: str) -> None:
+    assert decode_join_result(load(name)).group_id
+
+
+@pytest.mark.parametrize("name", SENDS)
+def test_send_fixtures(name: str) -> None:
+    sent = decode_sent_message(load(name))
+    assert sent.text == "test message" and sent.conversation_id
+
+
+@pytest.mark.parametrize("name", SUBSCRIBERS)
+def test_subscriber_fixtures(name: str) -> None:
+    info = decode_subscriber_info(load(name))
+    assert info.id
+
+
+def test_subscriber_own_address() -> None:
+    assert decode_subscriber_info(load("v4-test-subscriber-info.json")).address_id == "addr-123"
+    assert decode_subscriber_info(load("v4-test-subscriber-info-minimal.json")).address_id is None
+
+
+def test_both_generations_map_to_seed_names() -> None:
+    v4 = decode_message({"id": "1", "group_id": "g", "from_fabric_address_id": "a", "ts": 1.5})
+    v3new = decode_message({"id": "1", "group_id": "g", "from_address_id": "a", "ts": 1.5})
+    old = decode_message({"id": "1", "conversation_id": "g", "user_id": "a", "ts": 1.5})
+    assert (v4.conversation_id, v4.user_id) == (v3new.conversation_id, v3new.user_id) == (old.conversation_id, old.user_id) == ("g", "a")
+    conv = decode_conversation({"group_id": "g", "from_address_id": "me"})
+    assert conv.id == "g" and conv.from_fabric_address_id == "me"
+
+
+@pytest.mark.parametrize("hidden, expected", [(True, True), (False, False), ("true", True), ("false", False), ("False", False), (None, False)])
+def test_hidden_bool_or_string(hidden: Any, expected: bool) -> None:
+    assert decode_event({"id": "1", "hidden": hidden}).hidden is expected
+
+
+def test_tolerated_variations() -> None:
+    e = decode_event({"id": "1", "kind": None, "text": None, "ts": 17})
+    assert e.kind is None and e.text is None and e.ts == 17
+    assert decode_event({"id": "1"}).kind is None
+    assert decode_message({"id": 5, "ts": "1.5"}).id == "5"
+    assert decode_message({"id": "x", "ts": "<any>"}).ts is None
+    assert decode_message({"id": "x", "metadata": None, "details": None}).metadata == {}
+
+
+def test_unknown_fields_kept_and_round_trip() -> None:
+    msg = decode_message({"id": "1", "group_id": "g", "brand_new": {"x": 1}})
+    assert msg.extra == {"brand_new": {"x": 1}}
+    assert msg.to_dict()["brand_new"] == {"x": 1}
+    assert "brand_new" not in repr(msg)
+
+
+def test_decode_event_is_author() -> None:
+    assert decode_event({"id": "1"}, is_author=True).is_author is True
+    assert decode_event({"id": "1", "is_author": False}, is_author=True).is_author is False
+
+
+def test_event_from_message() -> None:
+    msg = decode_message({"id": "1", "group_id": "g", "from_fabric_address_id": "a", "ts": 3, "user_name": "Ann", "hidden": "true"})
+    event = event_from_message(msg)
+    assert isinstance(event, ConversationMessageEvent)
+    assert event.recovered is True and event.user_name == "Ann" and event.hidden is True
+    assert (event.id, event.conversation_id, event.user_id, event.ts) == ("1", "g", "a", 3)
+    assert "user_name" not in event.extra
+
+
+@pytest.mark.parametrize(
+    "decoder, bad",
+    [
+        (decode_conversation, {"name": "no id"}),
+        (decode_conversation, []),
+        (decode_message, "text"),
+        (decode_event, None),
+        (decode_join_result, {}),
+        (decode_join_result, {"group_id": ""}),
+    ],
+)
+def test_bad_data_is_response_validation_error(decoder: Callable[[Any], Any], bad: Any) -> None:
+    with pytest.raises(ResponseValidationError):
+        decoder(bad)
+
+
+def test_models_are_frozen() -> None:
+    msg = decode_message({"id": "1"})
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        msg.id = "2"  # type: ignore[misc]
+
+
+def test_timestamps_seconds_and_milliseconds() -> None:
+    assert timestamp_to_datetime(1708192187) == dt.datetime(2024, 2, 17, 17, 49, 47, tzinfo=dt.timezone.utc)
+    assert timestamp_to_datetime(1708192187000) == timestamp_to_datetime(1708192187)
+    assert decode_message({"id": "1", "ts": 1708192187.5}).datetime == dt.datetime(2024, 2, 17, 17, 49, 47, 500000, tzinfo=dt.timezone.utc)
+    assert decode_message({"id": "1"}).datetime is None
+
+
+def test_html_repr() -> None:
+    html = decode_message({"id": "1", "text": "<b>hi</b>"})._repr_html_()
+    assert "&lt;b&gt;" in html and "<b>hi</b>" not in html
+
+
+def test_decode_speed_is_reasonable() -> None:
+    """Guard against an accidental slow path: decoding stays within a small factor of json.loads."""
+    import time
+
+    payload = json.dumps([load("v3-repo-test-event-chat-fabric.json")] * 2000)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        json.loads(payload)
+    t_json = time.perf_counter() - t0
+    data = json.loads(payload)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        for item in data:
+            decode_event(item)
+    t_decode = time.perf_counter() - t0
+    assert t_decode < 40 * t_json + 0.5  # loose: timing on shared CI; the benchmark is exact

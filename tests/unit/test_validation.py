@@ -1,0 +1,119 @@
+"""Bad input: a ValidationError naming the parameter, raised before any request."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any, Callable
+
+import pytest
+import responses
+
+from signalwire_conversation import Client, ValidationError
+
+from .helpers import THEM
+
+BAD_ADDRESS = [None, 123, "", "   ", b"addr", ["a"]]
+BAD_COUNT = [0, -1, 1.5, "10", True, False, [1]]
+BAD_TIME = ["yesterday", True, [1], {"t": 1}, math.nan, math.inf, -1, dt.date(2024, 1, 1)]
+
+
+def no_requests(rsps: responses.RequestsMock) -> None:
+    assert list(rsps.calls) == [], f"requests were sent: {[c.request.url for c in rsps.calls]}"
+
+
+def check(rsps: responses.RequestsMock, call: Callable[[], Any], parameter: str) -> ValidationError:
+    with pytest.raises(ValidationError) as info:
+        call()
+    assert info.value.parameter == parameter
+    assert str(info.value).startswith(f"{parameter}: ")
+    assert isinstance(info.value, ValueError)
+    no_requests(rsps)
+    return info.value
+
+
+@pytest.mark.parametrize("bad", BAD_ADDRESS)
+def test_address_id(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
+    api = client.conversation
+    check(rsps, lambda: api.join(bad), "address_id")
+    check(rsps, lambda: api.get_conversation_messages(bad), "address_id")
+    check(rsps, lambda: api.send_message(bad, "hi"), "address_id")
+    if bad is not None:  # None means "every conversation"
+        check(rsps, lambda: api.subscribe(address_id=bad), "address_id")
+
+
+@pytest.mark.parametrize("bad", [None, 5, "", b"x", ["t"]])
+def test_text(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
+    check(rsps, lambda: client.conversation.send_message(THEM, bad), "text")
+
+
+@pytest.mark.parametrize("bad", BAD_COUNT)
+def test_limit(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
+    check(rsps, lambda: client.conversation.get_messages(limit=bad), "limit")
+    check(rsps, lambda: client.conversation.get_conversation_messages(THEM, limit=bad), "limit")
+
+
+@pytest.mark.parametrize("bad", BAD_COUNT)
+def test_page_size(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
+    check(rsps, lambda: client.conversation.get_messages(page_size=bad), "page_size")
+    check(rsps, lambda: client.conversation.get_conversations(page_size=bad), "page_size")
+    check(rsps, lambda: client.conversation.get_conversation_messages(THEM, page_size=bad), "page_size")
+
+
+@pytest.mark.parametrize("bad", BAD_TIME)
+def test_since_until_types(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
+    check(rsps, lambda: client.conversation.get_messages(since=bad), "since")
+    check(rsps, lambda: client.conversation.get_messages(until=bad), "until")
+    check(rsps, lambda: client.conversation.get_conversation_messages(THEM, since=bad), "since")
+
+
+def test_since_after_until(client: Client, rsps: responses.RequestsMock) -> None:
+    err = check(rsps, lambda: client.conversation.get_messages(since=200, until=100), "since")
+    assert "later than until" in str(err)
+    early = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    check(rsps, lambda: client.conversation.get_messages(since=early + dt.timedelta(1), until=early), "since")
+
+
+def test_since_equal_until_is_fine(client: Client, rsps: responses.RequestsMock) -> None:
+    rsps.get("https://fabric.swire.io/api/fabric/messages", json={"data": [], "links": {}})
+    client.conversation.get_messages(since=100, until=100)
+
+
+def test_naive_datetime_is_local_time(client: Client, rsps: responses.RequestsMock) -> None:
+    rsps.get("https://fabric.swire.io/api/fabric/messages", json={"data": [], "links": {}})
+    naive = dt.datetime(2024, 1, 1, 12, 0, 0)
+    client.conversation.get_messages(since=naive)
+    expected = naive.timestamp()  # the stdlib reading: local time
+    assert f"since={int(expected)}" in rsps.calls[0].request.url
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [1, 2],
+        "x",
+        {1: "int key"},
+        {"obj": object()},
+        {"set": {1, 2}},
+        {"nan": math.nan},
+        {"b": b"bytes"},
+    ],
+)
+def test_metadata_and_details(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
+    check(rsps, lambda: client.conversation.send_message(THEM, "hi", metadata=bad), "metadata")
+    check(rsps, lambda: client.conversation.send_message(THEM, "hi", details=bad), "details")
+
+
+@pytest.mark.parametrize("bad", [0, -1, "5", True, None])
+def test_subscribe_timeout(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
+    check(rsps, lambda: client.conversation.subscribe(timeout=bad), "timeout")
+
+
+def test_subscribe_callback(client: Client, rsps: responses.RequestsMock) -> None:
+    check(rsps, lambda: client.conversation.subscribe("not callable"), "callback")  # type: ignore[arg-type]
+
+
+def test_validation_happens_before_the_lazy_join(client: Client, rsps: responses.RequestsMock) -> None:
+    # a valid address but a bad option: nothing (not even subscriber/info or join) is sent
+    check(rsps, lambda: client.conversation.get_conversation_messages(THEM, limit=0), "limit")
+    check(rsps, lambda: client.conversation.send_message(THEM, "hi", metadata={"x": object()}), "metadata")
