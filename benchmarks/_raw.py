@@ -104,21 +104,21 @@ class RawRelay:
         n = 0
         pending = self._early
         self._early = []
+        frame: Any = ""
         while n < want:
             if pending:
                 msg = pending.pop(0)
             else:
                 frame = recv()
                 msg = loads(frame)
-                if measure_frame:
-                    self.last_frame_bytes = len(frame.encode("utf-8") if isinstance(frame, str) else frame)
-                    measure_frame = False
             method = msg.get("method")
             if method == "signalwire.event":
                 send(dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {}}))
                 params = msg["params"]
                 if params.get("event_type") == "conversation.message":
                     n += 1
+                    if measure_frame:
+                        self.last_frame_bytes = len(frame.encode("utf-8") if isinstance(frame, str) else frame)
                     if on_message is not None:
                         on_message(params["params"])
             elif method == "signalwire.ping":
