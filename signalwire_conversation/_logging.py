@@ -16,7 +16,7 @@ import logging
 import re
 from typing import Any
 
-__all__ = ["LOGGER_NAME", "get_logger", "redact", "RedactingFilter", "REDACTED"]
+__all__ = ["LOGGER_NAME", "get_logger", "redact", "redact_data", "preview", "RedactingFilter", "REDACTED"]
 
 LOGGER_NAME = "signalwire_conversation"
 REDACTED = "<redacted>"
@@ -87,3 +87,20 @@ def preview(value: Any, limit: int = 2000) -> str:
     if len(text) > limit:
         text = f"{text[:limit]}… ({len(text)} chars)"
     return text
+
+
+def redact_data(value: Any, _depth: int = 0) -> Any:
+    """``value`` (decoded JSON) with :func:`redact` applied to every string in it.
+
+    Used on error bodies kept on exceptions, so a server that echoes the token back does not
+    leak it through ``err.body``. Nesting deeper than 50 levels is left as it is.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if _depth > 50:
+        return value
+    if isinstance(value, dict):
+        return {redact(k) if isinstance(k, str) else k: redact_data(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_data(v, _depth + 1) for v in value]
+    return value

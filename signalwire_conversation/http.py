@@ -578,7 +578,7 @@ class Transport:
         if not body.strip():
             return None
         try:
-            return json.loads(body)
+            return _logging.redact_data(json.loads(body))
         except ValueError:
             return _logging.redact(body.decode("utf-8", "replace"))
 
