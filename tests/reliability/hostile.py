@@ -519,3 +519,168 @@ def scripted(*behaviours: Behaviour) -> Behaviour:
 SUBSCRIBER_INFO = b'{"id": "sub-1", "fabric_addresses": [{"id": "addr-me"}], "display_name": "me"}'
 JOIN = b'{"group_id": "group-1", "fabric_address_ids": ["addr-them", "addr-me"], "from_fabric_address_id": "addr-me"}'
 EMPTY_PAGE = b'{"data": [], "links": {}}'
+
+
+# -- a minimal relay: handshake, answer signalwire.connect, then misbehave ----------------------
+
+
+def ws_read_frame(conn: socket.socket, stop: threading.Event, limit: int = 1 << 20) -> Optional[Tuple[int, bytes]]:
+    """Read one (masked, client-to-server) frame: ``(opcode, payload)`` or ``None``."""
+
+    def exact(n: int) -> Optional[bytes]:
+        buf = b""
+        while len(buf) < n:
+            if stop.is_set():
+                return None
+            try:
+                chunk = conn.recv(n - len(buf))
+            except socket.timeout:
+                continue
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    head = exact(2)
+    if head is None:
+        return None
+    opcode, length = head[0] & 0x0F, head[1] & 0x7F
+    masked = head[1] & 0x80
+    if length == 126:
+        ext = exact(2)
+        if ext is None:
+            return None
+        length = struct.unpack("!H", ext)[0]
+    elif length == 127:
+        ext = exact(8)
+        if ext is None:
+            return None
+        length = struct.unpack("!Q", ext)[0]
+    if length > limit:
+        return None
+    mask = exact(4) if masked else b"\0\0\0\0"
+    if mask is None:
+        return None
+    payload = exact(length) if length else b""
+    if payload is None:
+        return None
+    return opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_frame(text: str) -> bytes:
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        head = bytes([0x81, n])
+    elif n < 65536:
+        head = bytes([0x81, 126]) + struct.pack("!H", n)
+    else:
+        head = bytes([0x81, 127]) + struct.pack("!Q", n)
+    return head + data
+
+
+CONNECT_RESULT = {
+    "identity": "id-1", "protocol": "proto-1",
+    "authorization": {"jti": "jti-1", "project_id": "proj-1",
+                      "fabric_subscriber": {"version": 1, "expires_at": 4102444800, "subscriber_id": "sub-1",
+                                            "application_id": None, "project_id": "proj-1", "space_id": "sp"}},
+}
+
+
+def ws_authenticate(conn: socket.socket, req: Request, server: RawServer) -> bool:
+    """Handshake, read ``signalwire.connect``, answer it. Records the connect params."""
+    import json as _json
+
+    if not ws_handshake(conn, req):
+        return False
+    frame = ws_read_frame(conn, server.stop_event)
+    if frame is None:
+        return False
+    try:
+        msg = _json.loads(frame[1])
+    except ValueError:
+        return False
+    with server.lock:
+        server.ws_connects.append(msg)  # type: ignore[attr-defined]
+    reply = {"jsonrpc": "2.0", "id": msg.get("id"), "result": CONNECT_RESULT}
+    return send_all(conn, ws_frame(_json.dumps(reply)))
+
+
+def relay_then(after: Behaviour) -> Behaviour:
+    """A relay that authenticates the client, then hands the socket to ``after``."""
+
+    def behaviour(conn: socket.socket, req: Request, server: RawServer) -> None:
+        if not hasattr(server, "ws_connects"):
+            server.ws_connects = []  # type: ignore[attr-defined]
+        if ws_authenticate(conn, req, server):
+            with server.lock:
+                server.authenticated = getattr(server, "authenticated", 0) + 1  # type: ignore[attr-defined]
+            after(conn, req, server)
+
+    return behaviour
+
+
+PROBE = '{"jsonrpc":"2.0","id":"probe-%d","method":"signalwire.ping","params":{"timestamp":1.5}}'
+
+
+def ws_raw_after_auth(data: bytes) -> Behaviour:
+    """Send ``data`` raw, then a ``signalwire.ping`` probe; ``server.probed`` is set when the
+    client answers it (so everything before it was handled)."""
+    import json as _json
+
+    def behaviour(conn: socket.socket, req: Request, server: RawServer) -> None:
+        if not hasattr(server, "probed"):
+            server.probed = threading.Event()  # type: ignore[attr-defined]
+        n = server.connections
+        if not send_all(conn, data) or not send_all(conn, ws_frame(PROBE % n)):
+            return
+        while not server.stop_event.is_set():
+            frame = ws_read_frame(conn, server.stop_event)
+            if frame is None:
+                return
+            try:
+                msg = _json.loads(frame[1])
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and msg.get("id") == f"probe-{n}" and "result" in msg:
+                server.probed.set()  # type: ignore[attr-defined]
+        server.hold(conn)
+
+    return behaviour
+
+
+def ws_stream_after_auth(budget: int) -> Behaviour:
+    """An endless text frame (announced 2**40 bytes) streamed after authentication."""
+
+    def behaviour(conn: socket.socket, req: Request, server: RawServer) -> None:
+        if not send_all(conn, bytes([0x81, 127]) + struct.pack("!Q", 1 << 40)):
+            return
+        block = b"a" * 65536
+        sent = 0
+        while sent < budget and not server.stop_event.is_set():
+            try:
+                conn.settimeout(1.0)
+                conn.sendall(block)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            sent += len(block)
+            server.count_sent(len(block))
+        server.hold(conn)
+
+    return behaviour
+
+
+def ws_trickle_after_auth(interval: float = 0.05, budget: int = 100_000) -> Behaviour:
+    def behaviour(conn: socket.socket, req: Request, server: RawServer) -> None:
+        if not send_all(conn, bytes([0x81, 127]) + struct.pack("!Q", 1 << 40)):
+            return
+        for _ in range(budget):
+            if server.stop_event.wait(interval) or not send_all(conn, b"a"):
+                return
+            server.count_sent(1)
+
+    return behaviour
