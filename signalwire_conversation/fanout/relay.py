@@ -47,6 +47,8 @@ DEFAULT_LEASE_TTL = 10.0
 DEFAULT_BUFFER_SIZE = 10_000
 DEFAULT_BATCH_SIZE = 200
 STREAM_PREFIX = "signalwire:conversation:"
+#: A standby asks for the lease at least this often (seconds), whatever the TTL.
+STANDBY_POLL = 1.0
 
 # Errors that no retry will fix: the relay stops (and says why).
 _FATAL = (AuthenticationError, PermissionDeniedError, ConfigurationError)
@@ -327,8 +329,9 @@ class Relay:
                     seen_holder = None
                     self._wake()
                 elif lease.other_remaining is not None:
-                    # Wake just after the other holder's lease would expire.
-                    wait = min(wait, lease.other_remaining + 0.005)
+                    # Wake just after the other holder's lease would expire, and at least
+                    # every STANDBY_POLL seconds (a released lease is taken over at once).
+                    wait = min(wait, STANDBY_POLL, lease.other_remaining + 0.005)
                     holder = lease.holder()
                     if holder != seen_holder:
                         seen_holder = holder
@@ -404,6 +407,11 @@ class Relay:
                 self._cond.wait(timeout)
 
     def _activate(self) -> None:
+        writer = self._writer
+        assert writer is not None
+        if writer.checkpoint() is None:
+            # Before subscribing, so the gap fill after it covers everything from this point.
+            self._first_checkpoint(writer)
         with self._cond:
             self._generation += 1
             generation = self._generation
@@ -503,7 +511,7 @@ class Relay:
             self._overflowed = False  # live messages are buffered again from here on
         try:
             checkpoint = writer.checkpoint()
-            if checkpoint is None:
+            if checkpoint is None:  # deleted under us (or Redis restarted empty)
                 checkpoint = self._first_checkpoint(writer)
             since = checkpoint.ts if checkpoint.ts else None
             newest_first: List[Any] = []
@@ -511,8 +519,12 @@ class Relay:
                 newest_first.append(message)
                 if len(newest_first) % 500 == 0 and (self._stop.is_set() or not lease.held()):
                     raise Fenced("the lease expired during the gap fill")
+            with self._cond:
+                # A message also delivered live is appended as the live event: it carries more
+                # (the conversation and sender names) than the REST copy.
+                live = {e.id: e for e in self._buffer if e.id}
             events = [
-                event_from_message(m) for m in reversed(newest_first)
+                live.get(m.id) or event_from_message(m) for m in reversed(newest_first)
                 if not (m.id and m.id == checkpoint.message_id)
             ]
             # Oldest first; the server's order breaks ties (a stable sort keeps it).
