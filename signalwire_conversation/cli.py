@@ -509,7 +509,12 @@ def format_event(event: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace, *, environ: Optional[Mapping[str, str]] = None) -> "Client":
+def _client(
+    args: argparse.Namespace,
+    *,
+    environ: Optional[Mapping[str, str]] = None,
+    on_state_change: Optional[Callable[[Any], None]] = None,
+) -> "Client":
     env = os.environ if environ is None else environ
     token = args.token or env.get("SIGNALWIRE_TOKEN") or None
     if not token:
@@ -524,6 +529,8 @@ def _client(args: argparse.Namespace, *, environ: Optional[Mapping[str, str]] = 
         options["timeout"] = args.timeout
     if args.max_retries is not None:
         options["max_retries"] = args.max_retries
+    if on_state_change is not None:
+        options["on_state_change"] = on_state_change
     return Client(token=token, base_url=args.base_url, relay_url=args.relay_url, **options)
 
 
@@ -624,8 +631,25 @@ def cmd_join(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+class _StateNotes:
+    """Notes on stderr when the live connection drops and comes back (human mode only)."""
+
+    def __init__(self, out: _Output) -> None:
+        self.out = out
+        self.dropped = False
+
+    def __call__(self, state: Any) -> None:
+        name = getattr(state, "name", str(state))
+        if name == "RECONNECTING" and not self.dropped:
+            self.dropped = True
+            self.out.note("connection lost; reconnecting (missed messages will be recovered)…")
+        elif name == "CONNECTED" and self.dropped:
+            self.dropped = False
+            self.out.note("reconnected")
+
+
 def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
-    with _client(args) as client:
+    with _client(args, on_state_change=_StateNotes(out)) as client:
         subscription = client.conversation.subscribe(address_id=args.address_id)
         where = f" with {args.address_id}" if args.address_id else ""
         out.note(f"listening for new messages{where} (Ctrl+C to stop)")
@@ -635,7 +659,8 @@ def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
                 try:
                     event = subscription.get(timeout=0.5)
                 except queue.Empty:
-                    _raise_if_listener_died(client)
+                    if not subscription.active or _state_name(client) == "CLOSED":
+                        _listener_ended(client)
                     continue
                 received += 1
                 if out.as_json:
@@ -649,12 +674,14 @@ def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
-def _raise_if_listener_died(client: "Client") -> None:
+def _state_name(client: "Client") -> str:
+    return str(getattr(client.connection_state, "name", ""))
+
+
+def _listener_ended(client: "Client") -> NoReturn:
     """The listener closed by itself (say, the token was revoked): surface why."""
-    state = getattr(client, "connection_state", None)
-    if state is not None and getattr(state, "name", "") == "CLOSED":
-        client.run_forever()  # re-raises the listener's fatal error, if it had one
-        raise CLIError("the live connection closed")
+    client.run_forever()  # returns once it is stopped; re-raises its fatal error, if any
+    raise CLIError("the live connection closed")
 
 
 def cmd_demo(args: argparse.Namespace, out: _Output) -> int:
@@ -692,9 +719,24 @@ def _import_optional(module: str, command: str, extra: str) -> ModuleType:
                 f'pip install "signalwire-conversation[{extra}]"',
                 EXIT_USAGE,
             ) from None
+        if "pip install" in str(exc):  # the subpackage's own message for a missing extra
+            raise CLIError(_missing_extra_line(command, exc), EXIT_USAGE) from None
         raise CLIError(
             f"'{PROG} {command}' is not available in this installation ({exc})", EXIT_USAGE
         ) from None
+
+
+def _missing_extra_line(command: str, exc: ImportError) -> str:
+    extra = _DELEGATED[command][3] if command in _DELEGATED else "emulator"
+    missing = (getattr(exc, "name", None) or "").split(".")[0]
+    if not missing or missing == "signalwire_conversation":
+        for candidates in _EXTRA_MODULES.values():
+            missing = next((m for m in candidates if m in str(exc)), missing)
+    what = f"the optional dependency {missing!r}" if missing else "an optional dependency"
+    return (
+        f"'{PROG} {command}' needs {what}; install it with: "
+        f'pip install "signalwire-conversation[{extra}]"'
+    )
 
 
 def _run_delegated(command: str, argv: List[str], stdout: TextIO) -> int:
@@ -716,21 +758,22 @@ def _run_delegated(command: str, argv: List[str], stdout: TextIO) -> int:
 
 
 def _configure_logging(debug: bool, stderr: TextIO) -> Callable[[], None]:
-    """Show the SDK's warnings (or everything with ``--debug``) on stderr; returns an undo."""
+    """``--debug``: every SDK log record on stderr. Otherwise none: the command reports what
+    matters itself (one error line; ``tail`` notes reconnects). Returns an undo."""
     logger = logging.getLogger(LOGGER_NAME)
-    handler: logging.Handler = logging.StreamHandler(stderr)
+    handler: logging.Handler
     if debug:
+        handler = logging.StreamHandler(stderr)
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(threadName)s] %(message)s")
         )
-        level = logging.DEBUG
+        handler.setLevel(logging.DEBUG)
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        level = logging.WARNING
-    handler.setLevel(level)
+        handler = logging.NullHandler()  # also keeps logging's last-resort handler quiet
     previous_level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(level)
+    if debug:
+        logger.setLevel(logging.DEBUG)
 
     def undo() -> None:
         logger.removeHandler(handler)
@@ -791,6 +834,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _COMMANDS[command](args, out)
     except SystemExit as exc:  # a delegated parser's --help
         return _exit_code(exc.code)
+    except ImportError as exc:  # an optional dependency imported late, by the command itself
+        stderr.write(f"error: {_missing_extra_line(command, exc)}\n")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         stderr.write("interrupted\n")
         return EXIT_INTERRUPTED

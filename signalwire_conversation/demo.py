@@ -9,11 +9,13 @@ closed at the end; nothing leaves the machine. Needs the ``emulator`` extra (``w
 
 from __future__ import annotations
 
+import datetime as _dt
+import queue
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, TextIO
 
-from .cli import format_table, local_time
+from .cli import CLIError, format_table, local_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
@@ -23,20 +25,6 @@ __all__ = ["run_demo"]
 #: How long the demo waits for a live message before it gives up (it normally takes ms).
 LIVE_TIMEOUT = 10.0
 
-HISTORY = [
-    "Hi Alice! Did the invoice for March go out?",
-    "Hi Bob, yes, on Monday.",
-    "Great, thanks. Can we talk about the roadmap?",
-    "Sure. Tomorrow at 10?",
-    "10 works. I'll send an invite.",
-    "Received, see you then.",
-    "Quick one: is the staging server down?",
-    "It was, it's back now.",
-    "Confirmed, works for me.",
-    "Lunch on Friday?",
-    "Friday is good.",
-    "The usual place?",
-]
 
 
 class _Say:
@@ -62,7 +50,7 @@ class _Say:
 def run_demo(out: Optional[TextIO] = None) -> int:
     """Run the tour, writing to ``out`` (stdout by default). Returns the exit status (0)."""
     from .client import Client
-    from .testing import Emulator
+    from .testing import Emulator, seed_demo
 
     say = _Say(out if out is not None else sys.stdout)
     started = time.monotonic()
@@ -70,22 +58,15 @@ def run_demo(out: Optional[TextIO] = None) -> int:
     say("(an in-process fake of the SignalWire backend; nothing leaves this machine)")
 
     with Emulator() as emulator:
-        alice = emulator.add_subscriber("alice")
-        bob = emulator.add_subscriber("bob")
-        carol = emulator.add_subscriber("carol")
-        names: Dict[str, str] = {
-            s.address_id: s.name for s in (alice, bob, carol)
-        }
-        for n, text in enumerate(HISTORY * 2):
-            sender, to = (bob, alice.address_id) if n % 2 == 0 else (alice, bob.address_id)
-            emulator.send_message(sender, to, text if n < len(HISTORY) else f"{text} (again)")
-        emulator.send_message(carol, alice.address_id, "Alice, the slides are ready.")
-        total_with_bob = len(HISTORY) * 2
+        people = seed_demo(emulator)
+        alice, bob = people["alice"], people["bob"]
+        names: Dict[str, str] = {s.address_id: s.display_name or s.name for s in people.values()}
+        total_with_bob = len(emulator.messages(emulator.group_id(alice, bob.address_id)))
 
         say.step(f"Started an emulator at {emulator.base_url} (REST and websocket on one port)")
         say(
-            f"seeded subscribers alice, bob and carol; alice has {total_with_bob} messages "
-            "with bob and 1 with carol",
+            f"seeded {', '.join(sorted(people))}: {len(emulator.messages())} messages over the "
+            f"last two days, {total_with_bob} of them between alice and bob",
             2,
         )
 
@@ -109,10 +90,10 @@ def run_demo(out: Optional[TextIO] = None) -> int:
             say(_messages_table(newest, names), 4)
 
             say.step("Page through it: page_size is per request, pages are fetched lazily")
-            say.code("page = client.conversation.get_conversation_messages(bob.address_id, page_size=10)")
-            page: Any = api.get_conversation_messages(bob.address_id, page_size=10)
+            say.code("page = client.conversation.get_conversation_messages(bob.address_id, page_size=50)")
+            page: Any = api.get_conversation_messages(bob.address_id, page_size=50)
             number = 1
-            while page is not None and number <= 10:
+            while page is not None and number <= 20:
                 say(
                     f"page {number}: {len(page.data)} messages, has_next={page.has_next}"
                     + ("   → page.next_page()" if page.has_next else ""),
@@ -120,21 +101,18 @@ def run_demo(out: Optional[TextIO] = None) -> int:
                 )
                 page = page.next_page()
                 number += 1
-            say(
-                f"iterating the first page (for message in page) walks all "
-                f"{sum(1 for _ in api.get_conversation_messages(bob.address_id, page_size=10))} "
-                "messages, one request per page",
-                4,
-            )
+            say.code("len(list(client.conversation.get_conversation_messages(bob.address_id, page_size=50)))")
+            everything = sum(1 for _ in api.get_conversation_messages(bob.address_id, page_size=50))
+            say(f"{everything}   (iterating a page walks every later page, one request each)", 4)
 
-            recent = list(api.get_conversation_messages(bob.address_id, limit=8))
-            since = recent[-1].ts
-            say.step("Only recent messages: since= (seconds since the epoch or a datetime)")
-            say.code(f"client.conversation.get_conversation_messages(bob.address_id, since={since!r})")
+            since = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(hours=6)
+            say.step("Only recent messages: since= takes epoch seconds or a datetime")
+            say.code("six_hours_ago = datetime.now(timezone.utc) - timedelta(hours=6)")
+            say.code("client.conversation.get_conversation_messages(bob.address_id, since=six_hours_ago)")
             window = list(api.get_conversation_messages(bob.address_id, since=since))
             say(
-                f"{len(window)} messages at or after {local_time(recent[-1].datetime)} "
-                "(filtered by the server and again by the client)",
+                f"{len(window)} messages since {local_time(since)} "
+                "(filtered by the server, and again by the client)",
                 4,
             )
 
@@ -148,7 +126,7 @@ def run_demo(out: Optional[TextIO] = None) -> int:
             say.code("sub = client.conversation.subscribe(address_id=bob.address_id)")
             subscription = api.subscribe(address_id=bob.address_id)
             with subscription:
-                say(f"connected: {client.connection_state}", 4)
+                say(f"connection state: {client.connection_state.name}", 4)
 
                 text = "Are you there? (sent by bob, from his own client)"
                 say.step("A second subscriber (bob, with his own Client) sends a message")
@@ -156,7 +134,7 @@ def run_demo(out: Optional[TextIO] = None) -> int:
                 with Client(token=bob.token, base_url=emulator.base_url) as bob_client:
                     sent_at = time.monotonic()
                     bob_client.conversation.send_message(alice.address_id, text)
-                    event = subscription.get(timeout=LIVE_TIMEOUT)
+                    event = _next(subscription)
                     latency_ms = (time.monotonic() - sent_at) * 1000
                 say(f"← live, {latency_ms:.0f} ms after sending:", 4)
                 say(_event_line(event, names), 6)
@@ -165,17 +143,24 @@ def run_demo(out: Optional[TextIO] = None) -> int:
                 say.code('client.conversation.send_message(bob.address_id, "Yes, here!")')
                 sent = api.send_message(bob.address_id, "Yes, here!")
                 say(f"sent: id={sent.id}", 4)
-                echo = subscription.get(timeout=LIVE_TIMEOUT)
+                echo = _next(subscription)
                 say(_event_line(echo, names), 6)
 
             say.step("Close: the listener stops and every thread is joined")
             say.code("client.close()   # or leave the `with Client(...)` block")
-        say(f"connection state: {client.connection_state}", 4)
+        say(f"connection state: {client.connection_state.name}", 4)
 
     elapsed = time.monotonic() - started
     say("")
     say(f"Done in {elapsed:.1f} s. Next: the quickstart, or `signalwire-conversation --help`.")
     return 0
+
+
+def _next(subscription: Any) -> Any:
+    try:
+        return subscription.get(timeout=LIVE_TIMEOUT)
+    except queue.Empty:
+        raise CLIError(f"the live message did not arrive within {LIVE_TIMEOUT:.0f} s") from None
 
 
 def _sender(user_id: Optional[str], names: Dict[str, str]) -> str:
