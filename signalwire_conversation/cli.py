@@ -495,10 +495,24 @@ def _message_row(message: Any, *, with_conversation: bool) -> List[str]:
     return row
 
 
-def format_event(event: Any) -> str:
-    """One line for a live message: ``2024-05-01 14:00:00  bob → Alice & Bob: hi``."""
-    who = event.user_name or event.user_id or "?"
-    where = event.conversation_name or event.conversation_id or "?"
+def format_event(event: Any, names: Optional[Dict[str, str]] = None) -> str:
+    """One line for a live message: ``2024-05-01 14:00:00  bob → Alice & Bob: hi``.
+
+    ``names`` remembers the user and conversation names seen so far, for the messages recovered
+    over REST after a reconnect (which carry ids only).
+    """
+    names = {} if names is None else names
+    if event.user_id and event.user_name:
+        names[event.user_id] = event.user_name
+    if event.conversation_id and event.conversation_name:
+        names[event.conversation_id] = event.conversation_name
+    who = event.user_name or names.get(event.user_id or "") or event.user_id or "?"
+    where = (
+        event.conversation_name
+        or names.get(event.conversation_id or "")
+        or event.conversation_id
+        or "?"
+    )
     flags = " (you)" if event.is_author else ""
     recovered = " [recovered]" if getattr(event, "recovered", False) else ""
     return f"{local_time(event.datetime)}  {who}{flags} → {where}: {_message_text(event)}{recovered}"
@@ -654,6 +668,7 @@ def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
         where = f" with {args.address_id}" if args.address_id else ""
         out.note(f"listening for new messages{where} (Ctrl+C to stop)")
         received = 0
+        names: Dict[str, str] = {}
         try:
             while args.count is None or received < args.count:
                 try:
@@ -666,7 +681,7 @@ def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
                 if out.as_json:
                     out.json(event.to_dict())
                 else:
-                    out.line(format_event(event))
+                    out.line(format_event(event, names))
         except KeyboardInterrupt:
             out.note("stopped")
         finally:

@@ -208,3 +208,17 @@ def test_format_table_aligns_and_cuts() -> None:
     cut = format_table(["A", "B"], [["a", "b" * 100]], width=20)
     assert all(len(line) <= 20 for line in cut.splitlines())
     assert cut.splitlines()[1].endswith("…")
+
+
+def test_format_event_remembers_names_for_recovered_messages() -> None:
+    from signalwire_conversation import ConversationMessageEvent
+    from signalwire_conversation.cli import format_event
+
+    names: dict = {}
+    live = ConversationMessageEvent(id="1", conversation_id="g", user_id="u", ts=1714564800, text="hi",
+                                    user_name="Bob", conversation_name="Alice, Bob")
+    recovered = ConversationMessageEvent(id="2", conversation_id="g", user_id="u", ts=1714564801, text="again",
+                                         recovered=True)
+    assert format_event(live, names).endswith("Bob → Alice, Bob: hi")
+    assert format_event(recovered, names).endswith("Bob → Alice, Bob: again [recovered]")
+    assert "(you)" in format_event(ConversationMessageEvent(id="3", text="mine", is_author=True, user_id="me"))
