@@ -2,7 +2,7 @@
 
 The clients under test and the servers they talk to never share a GIL (the machine the
 figures are meant for has 2 cores: one for the server process, one for the client process).
-``python -m benchmarks._serve emulator|slack`` reads one JSON command per line and answers
+``python -m benchmarks._serve emulator|blast`` reads one JSON command per line and answers
 one JSON line: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
 :class:`ServerProcess` is the parent's side.
 """
@@ -128,35 +128,33 @@ class _EmulatorHost:
             self.emu.stop()
 
 
-class _SlackHost:
+class _BlastHost:
+    """The two blast servers (benchmarks/_blast.py): ``relay`` and ``slack``."""
+
     def __init__(self) -> None:
-        self.server: Any = None
+        self.servers: Dict[str, Any] = {}
 
     def start(self) -> Dict[str, Any]:
-        from benchmarks.slack_server import SlackSocketModeServer
+        from benchmarks._blast import RelayBlast, SlackBlast
 
-        self.server = SlackSocketModeServer().start()
-        return {"api_url": self.server.api_url}
+        self.servers = {"relay": RelayBlast(), "slack": SlackBlast()}
+        return {"relay_url": self.servers["relay"].url, "api_url": self.servers["slack"].api_url}
 
-    def push(self, count: int, payload: Dict[str, Any]) -> Dict[str, Any]:
-        return {"seconds": self.server.push(count, payload)}
+    def prepare(self, flavour: str, count: int, payload: Dict[str, Any]) -> Dict[str, Any]:
+        return dict(self.servers[flavour].prepare(count, payload))
 
-    def stats(self) -> Dict[str, Any]:
-        s = self.server
-        return {
-            "acks": s.acks,
-            "pending": s.pending,
-            "unknown_acks": s.unknown_acks,
-            "connections": s.connection_count,
-            "connections_opened": s.connections_opened,
-        }
+    def blast(self, flavour: str) -> Dict[str, Any]:
+        return dict(self.servers[flavour].blast())
 
-    def reset(self) -> None:
-        self.server.reset_counters()
+    def stats(self, flavour: str) -> Dict[str, Any]:
+        return dict(self.servers[flavour].stats())
+
+    def reset(self, flavour: str) -> None:
+        self.servers[flavour].reset()
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+        for server in self.servers.values():
+            server.stop()
 
 
 def _child_main(kind: str) -> int:
@@ -164,7 +162,7 @@ def _child_main(kind: str) -> int:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    host: Any = {"emulator": _EmulatorHost, "slack": _SlackHost}[kind]()
+    host: Any = {"emulator": _EmulatorHost, "blast": _BlastHost}[kind]()
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -213,6 +211,16 @@ class ServerProcess:
             bufsize=1,
         )
         self._waiting = False
+        # BENCH_PROFILE_SERVER=/tmp/prof: sample the server with py-spy (raw, collapsed stacks)
+        # into /tmp/prof-<kind>-<pid>.txt, to see whether a figure is bound by the server.
+        self._profiler: Optional["subprocess.Popen[bytes]"] = None
+        profile = os.environ.get("BENCH_PROFILE_SERVER")
+        if profile:
+            self._profiler = subprocess.Popen(
+                ["py-spy", "record", "-f", "raw", "-r", "250", "-o", f"{profile}-{kind}-{self._proc.pid}.txt",
+                 "--pid", str(self._proc.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
 
     def send(self, op: str, **kwargs: Any) -> None:
         if self._waiting:
@@ -254,6 +262,11 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(5)
+        if self._profiler is not None:
+            try:
+                self._profiler.wait(30)
+            except subprocess.TimeoutExpired:
+                self._profiler.terminate()
         for f in (self._proc.stdin, self._proc.stdout):
             if f is not None:
                 f.close()
