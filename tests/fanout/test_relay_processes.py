@@ -112,7 +112,7 @@ def failover(emu: Any, people: Any, redis_server: Any, r: Any, total: int) -> No
         print(f"\nfailover: standby active {active_after:.2f} s after SIGKILL, first append "
               f"{first_append_after:.2f} s after (lease TTL {TTL} s); {total} messages")
         assert active_after < TTL + 1.0
-        assert first_append_after < TTL + 1.5
+        assert first_append_after < TTL + 5.0  # includes reading the backlog over REST
         assert "Traceback" not in b.text()
         assert b.terminate() == 0
         assert r.get(f"{stream}:lease") is None, "a clean stop releases the lease"
