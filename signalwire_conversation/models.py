@@ -11,6 +11,7 @@ read seconds or milliseconds.
 from __future__ import annotations
 
 import datetime as _dt
+import reprlib
 from typing import Any, Callable, Dict, Mapping, Optional, Type, TypeVar, cast
 
 import attrs
@@ -45,6 +46,8 @@ _MILLISECONDS_THRESHOLD = 1e11
 def timestamp_to_datetime(value: Optional[float]) -> Optional[_dt.datetime]:
     """An aware UTC ``datetime`` from a wire timestamp in seconds or milliseconds.
 
+    ``None`` for ``None`` and for a value no ``datetime`` can hold (NaN, infinite, out of range).
+
     >>> timestamp_to_datetime(1708192187.6779745).isoformat()
     '2024-02-17T17:49:47.677975+00:00'
     >>> timestamp_to_datetime(1708192187729).isoformat()
@@ -54,8 +57,12 @@ def timestamp_to_datetime(value: Optional[float]) -> Optional[_dt.datetime]:
     """
     if value is None:
         return None
-    seconds = value / 1000.0 if value >= _MILLISECONDS_THRESHOLD else float(value)
-    return _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)
+    try:
+        seconds = value / 1000.0 if value >= _MILLISECONDS_THRESHOLD else float(value)
+        return _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        # NaN, infinite, or outside datetime's range (years 1..9999): no datetime for it
+        return None
 
 
 class _Model:
@@ -80,18 +87,55 @@ class _Model:
         from html import escape
 
         rows = "".join(
-            f"<tr><th style='text-align:left'>{escape(str(k))}</th><td>{escape(repr(v))}</td></tr>"
+            f"<tr><th style='text-align:left'>{escape(str(k))}</th><td>{escape(_safe_repr(v))}</td></tr>"
             for k, v in self.to_dict().items()
         )
         return f"<table><caption>{escape(type(self).__name__)}</caption>{rows}</table>"
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 4
+_REPR.maxdict = 12
+_REPR.maxlist = 12
+_REPR.maxstring = 120
+_REPR.maxother = 120
+
+
+def _safe_repr(value: Any) -> str:
+    """A bounded repr for payload mappings: depth and size capped, never a RecursionError."""
+    return _REPR.repr(value)
+
+
+_CONTAINERS = (Mapping, list, tuple)
+
+
 def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    """A deep copy made of ``dict``/``list`` (tuples become lists), without recursion.
+
+    Iterative on purpose: a payload nested thousands of levels deep (which ``json.loads``
+    accepts) must not make ``to_dict()`` raise ``RecursionError``.
+    """
+    if not isinstance(value, _CONTAINERS):
+        return value
+    holder: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(value, holder, 0)]
+    while stack:
+        source, parent, key = stack.pop()
+        if isinstance(source, Mapping):
+            copy: Any = {}
+            for k, v in source.items():
+                if isinstance(v, _CONTAINERS):
+                    copy[k] = None
+                    stack.append((v, copy, k))
+                else:
+                    copy[k] = v
+        else:
+            copy = list(source)
+            for i, v in enumerate(copy):
+                if isinstance(v, _CONTAINERS):
+                    stack.append((v, copy, i))
+        parent[key] = copy
+    return holder[0]
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -103,7 +147,7 @@ class Conversation(_Model):
 
     id: str
     name: Optional[str] = None
-    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, repr=_safe_repr)
     created_at: Optional[float] = None
     last_message_at: Optional[float] = None
     group_id: Optional[str] = None
@@ -136,12 +180,12 @@ class ConversationMessage(_Model):
     conversation_id: Optional[str] = None
     user_id: Optional[str] = None
     ts: Optional[float] = None
-    details: Mapping[str, Any] = attrs.field(factory=dict)
+    details: Mapping[str, Any] = attrs.field(factory=dict, repr=_safe_repr)
     type: Optional[str] = None
     subtype: Optional[str] = None
     kind: Optional[str] = None
     text: Optional[str] = None
-    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, repr=_safe_repr)
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
 
     @property

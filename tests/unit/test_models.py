@@ -234,3 +234,26 @@ def test_decode_speed_is_reasonable() -> None:
             decode_event(item)
     t_decode = time.perf_counter() - t0
     assert t_decode < 40 * t_json + 0.5  # loose: timing on shared CI; the benchmark is exact
+
+
+@pytest.mark.parametrize("ts", [1e300, -1e300, float("inf"), float("nan"), -62135596801, 253402300800000])
+def test_datetime_helpers_out_of_range_give_none(ts: float) -> None:
+    assert timestamp_to_datetime(ts) is None
+    assert decode_message({"id": "1", "ts": ts}).datetime is None
+    assert decode_conversation({"id": "c", "created_at": ts}).created_datetime is None
+
+
+def test_deep_payloads_do_not_recurse() -> None:
+    inner: Any = 1
+    for _ in range(5000):
+        inner = {"a": [inner]}
+    msg = decode_message({"id": "x", "details": inner})
+    assert len(repr(msg)) < 1000
+    msg._repr_html_()
+    out = msg.to_dict()["details"]
+    depth = 0
+    while isinstance(out, dict):
+        out = out["a"][0]
+        depth += 1
+    assert depth == 5000 and out == 1
+    assert msg.to_dict()["details"] is not msg.details  # a copy, not the model's own dict
