@@ -49,7 +49,7 @@ def timestamp_to_datetime(value: Optional[float]) -> Optional[_dt.datetime]:
     ``None`` for ``None`` and for a value no ``datetime`` can hold (NaN, infinite, out of range).
 
     >>> timestamp_to_datetime(1708192187.6779745).isoformat()
-    '2024-02-17T17:49:47.677975+00:00'
+    '2024-02-17T17:49:47.677974+00:00'
     >>> timestamp_to_datetime(1708192187729).isoformat()
     '2024-02-17T17:49:47.729000+00:00'
     >>> timestamp_to_datetime(None) is None
