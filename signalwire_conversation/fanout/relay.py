@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Union
 
 from ..errors import AuthenticationError, ConfigurationError, PermissionDeniedError, SignalWireError
 from ..models import ConversationMessageEvent, event_from_message
-from ._redis import UNAVAILABLE, Backoff, Redis, connect, describe, error_text
+from ._redis import UNAVAILABLE, Backoff, Redis, RedisError, connect, describe, error_text
 from .lease import Lease, new_holder_token
 from .stream import DEFAULT_MAXLEN, DEFAULT_SEEN_TTL, Checkpoint, Fenced, StreamWriter
 
@@ -392,6 +392,11 @@ class Relay:
                 # buffered, and a repeat of it later is dropped by the script).
                 logger.debug("append failed: %s", error_text(exc))
                 self._stop.wait(min(backoff.next_delay(), lease.ttl / 3))
+            except RedisError as exc:  # reachable but refusing (OOM, READONLY replica, ...)
+                delay = backoff.next_delay()
+                logger.warning("relay %s: Redis refused the append (%s); retrying in %.1f s",
+                               self.token, error_text(exc), delay)
+                self._stop.wait(delay)
             except _FATAL as exc:
                 logger.error("relay %s cannot continue: %s", self.token, error_text(exc))
                 self._fatal = exc

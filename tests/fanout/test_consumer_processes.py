@@ -7,8 +7,6 @@ from __future__ import annotations
 import fcntl
 import json
 import sys
-import threading
-import time
 from typing import Any, List, Set
 
 import pytest

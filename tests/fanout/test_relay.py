@@ -144,3 +144,17 @@ def test_bad_arguments(client: Client, redis_server: Any) -> None:
         Relay(client, redis_server.url, lease_ttl=0)
     with pytest.raises(ValueError):
         Relay(client, redis_server.url, buffer_size=0)
+
+
+def test_redis_refusing_appends_is_retried_not_fatal(emu: Any, alice: Any, bob: Any, client: Client, redis_server: Any, r: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    relay = Relay(client, redis_server.url, lease_ttl=5, backoff=(0.05, 0.2))
+    with caplog.at_level(logging.WARNING, logger="signalwire_conversation.fanout"), relay:
+        assert relay.wait_for_state(RelayState.ACTIVE, 10)
+        r.set(relay.stream, "not a stream")  # XADD now fails with WRONGTYPE
+        emu.send_messages(bob, alice.address_id, ["one", "two"])
+        wait_until(lambda: "refused the append" in caplog.text, 10, "no warning")
+        r.delete(relay.stream)
+        wait_until(lambda: r.exists(relay.stream) and r.xlen(relay.stream) == 2, 10, "appends did not resume")
+        assert relay.state is RelayState.ACTIVE
