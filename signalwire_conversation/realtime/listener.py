@@ -215,6 +215,7 @@ class Listener:
             "connects": 0,
             "resumes": 0,
             "resumes_refused": 0,
+            "connect_failures": 0,
             "disconnects": 0,
             "dead_links": 0,
             "events_received": 0,
@@ -325,7 +326,8 @@ class Listener:
         self._ready.set()
         if conn is not None:
             conn.abort()
-        self._queue.close(discard=True)
+        # queued messages are dropped; queued state changes are still told (before CLOSED)
+        self._queue.close(discard=True, keep=lambda item: isinstance(item, _StateChange))
         for sub in subs:
             sub._close(discard=True)
         deadline = time.monotonic() + max(0.0, timeout)
@@ -439,6 +441,7 @@ class Listener:
                     if self._closing.is_set():
                         break
                     self._last_error = exc
+                    self.stats["connect_failures"] += 1
                     delay = self._backoff.delay(failures)
                     failures += 1
                     logger.warning(

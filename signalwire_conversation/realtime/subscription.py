@@ -99,13 +99,15 @@ class BoundedQueue(Generic[T]):
             self._cond.notify_all()
             return item
 
-    def close(self, *, discard: bool) -> None:
-        """No more puts; wake every waiter. With ``discard`` the items left are dropped, else
-        ``get`` keeps returning them until the queue is empty."""
+    def close(self, *, discard: bool, keep: Optional[Callable[[T], bool]] = None) -> None:
+        """No more puts; wake every waiter. With ``discard`` the items left are dropped (except
+        those ``keep`` accepts), else ``get`` keeps returning them until the queue is empty."""
         with self._cond:
             self._closed = True
             if discard:
+                kept = [item for item in self._items if keep is not None and keep(item)]
                 self._items.clear()
+                self._items.extend(kept)
             self._cond.notify_all()
 
 

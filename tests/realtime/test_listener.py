@@ -87,7 +87,14 @@ def make(emu: Any) -> Iterator[Factory]:
 
 
 def connections_of(emu: Any, subscriber: Any) -> List[Any]:
-    return [c for c in emu.connections if c.subscriber is not None and c.subscriber.name == subscriber.name]
+    """Every connection of ``subscriber``, refused ones included (matched by name or token)."""
+
+    def mine(c: Any) -> bool:
+        if c.subscriber is not None:
+            return bool(c.subscriber.name == subscriber.name)
+        return any((p.get("authentication") or {}).get("jwt_token") == subscriber.token for p in c.connect_history)
+
+    return [c for c in emu.all_connections if mine(c)]
 
 
 def live_connections(emu: Any, subscriber: Any) -> List[Any]:
@@ -256,16 +263,22 @@ def test_20_drops_during_2000_messages_exactly_once_in_order(emu: Any, people: A
     listener.subscribe(got)
     texts = [f"d-{i:04d}" for i in range(2000)]
     for k in range(20):
+        # each drop hits a live, authenticated link (so there are exactly 20 of them), with
+        # messages sent just before it (in flight) and while the link is down
+        wait_until(lambda: len(live_connections(emu, people.alice)) == 1, 5, "a live connection")
         emu.send_messages(people.bob, people.alice.address_id, texts[k * 100 : k * 100 + 50])
         emu.drop_connections(people.alice)
         emu.send_messages(people.bob, people.alice.address_id, texts[k * 100 + 50 : (k + 1) * 100])
     got.wait(2000, timeout=40)
     wait_until(lambda: listener.state is ConnectionState.CONNECTED, 5, "connected at the end")
-    time.sleep(0.3)  # anything extra (a duplicate) would arrive now
+    # every reconnect is followed by one gap fill; once the last is done, nothing else can come
+    wait_until(lambda: listener.stats["gap_fills"] == listener.stats["connects"] - 1, 20, "the last gap fill")
     assert len(got.texts) == 2000, f"{len(got.texts) - 2000} extra deliveries"
     assert got.texts == texts
-    assert listener.stats["disconnects"] >= 1
-    assert listener.stats["gap_fills"] >= 1
+    # a drop may hit a link the server has authenticated but whose answer is still in flight:
+    # that counts as a failed connect, not a disconnect
+    assert listener.stats["disconnects"] + listener.stats["connect_failures"] == 20
+    assert listener.stats["delivered"] == 2000 and listener.stats["recovered"] > 0
 
 
 def test_half_open_link_detected_and_recovered(emu: Any, people: Any, make: Factory) -> None:
@@ -345,7 +358,6 @@ def test_slow_callback_overflow_recovers_everything_in_order(emu: Any, people: A
     texts = [f"o-{i:03d}" for i in range(300)]
     emu.send_messages(people.bob, people.alice.address_id, texts)
     wait_until(lambda: listener.stats["dropped_on_overflow"] > 0, 5, "an overflow")
-    assert not emu.unacked_events(people.alice) or True  # acks continue (checked below)
     wait_until(lambda: not emu.unacked_events(people.alice), 5, "acks sent while the callback blocks")
     gate.set()
     got.wait(300, timeout=20)
