@@ -34,7 +34,7 @@ def sizes(ci: int, full: int) -> List[Any]:
 FUZZ = settings(
     derandomize=True,
     deadline=None,
-    max_examples=200,
+    max_examples=100,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.function_scoped_fixture],
