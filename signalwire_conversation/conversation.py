@@ -23,7 +23,7 @@ from urllib.parse import quote
 import attrs
 
 from .errors import ConfigurationError, ResponseValidationError, ValidationError
-from .http import Transport
+from .http import NOT_GIVEN, NotGiven, TimeoutArg, Transport, resolve_timeout
 from .models import (
     Conversation,
     ConversationMessage,
@@ -42,7 +42,11 @@ from .pagination import Page, _Chain
 if TYPE_CHECKING:
     from .realtime import Listener, Subscription
 
-__all__ = ["ConversationAPI", "TimeArg"]
+__all__ = ["ConversationAPI", "TimeArg", "CallTimeout"]
+
+#: A per-call ``timeout=``: omitted (:data:`NOT_GIVEN`) means the client's default, ``None``
+#: means no timeout, else seconds or a ``(connect, read)`` pair.
+CallTimeout = Union[TimeoutArg, NotGiven]
 
 #: What ``since``/``until`` accept: seconds since the epoch, or a ``datetime`` (a naive one is
 #: local time, as ``datetime.timestamp()`` reads it; pass an aware one to be explicit).
@@ -133,6 +137,13 @@ def _check_timeout(value: Any) -> float:
     return float(value)
 
 
+def _check_call_timeout(value: Any) -> Any:
+    """A per-call REST timeout: validated now (before any request), passed on as given."""
+    if not isinstance(value, NotGiven):
+        resolve_timeout(value)
+    return value
+
+
 def _wire_time(seconds: float) -> str:
     """Epoch seconds as a query value: ``1700000000`` or ``1700000000.5``."""
     return str(int(seconds)) if float(seconds).is_integer() else repr(seconds)
@@ -166,18 +177,20 @@ class ConversationAPI:
 
     # -- own address -------------------------------------------------------------------------
 
-    def get_subscriber_info(self) -> SubscriberInfo:
+    def get_subscriber_info(self, *, timeout: CallTimeout = NOT_GIVEN) -> SubscriberInfo:
         """The subscriber the token belongs to (fetched once, then cached)."""
         info = self._info
         if info is not None:
             return info
+        timeout = _check_call_timeout(timeout)
         with self._info_lock:
             if self._info is None:
-                self._info = decode_subscriber_info(self._transport.get(PATH_SUBSCRIBER_INFO))
+                body = self._transport.get(PATH_SUBSCRIBER_INFO, timeout=timeout)
+                self._info = decode_subscriber_info(body)
             return self._info
 
-    def _my_address(self) -> str:
-        address = self.get_subscriber_info().address_id
+    def _my_address(self, timeout: CallTimeout = NOT_GIVEN) -> str:
+        address = self.get_subscriber_info(timeout=timeout).address_id
         if not address:
             raise ResponseValidationError(
                 f"GET {PATH_SUBSCRIBER_INFO} lists no fabric_addresses for this subscriber, so it "
@@ -187,19 +200,20 @@ class ConversationAPI:
 
     # -- join ----------------------------------------------------------------------------------
 
-    def join(self, address_id: str) -> JoinResult:
+    def join(self, address_id: str, *, timeout: CallTimeout = NOT_GIVEN) -> JoinResult:
         """Join (or re-join: the server is idempotent) the conversation with ``address_id``.
 
         Sends ``POST /api/fabric/conversations/join`` and caches the returned ``group_id``.
         """
         address_id = _check_address(address_id)
+        timeout = _check_call_timeout(timeout)
         with self._join_lock(address_id):
-            return self._join(address_id)
+            return self._join(address_id, timeout)
 
-    def _join(self, address_id: str) -> JoinResult:
-        me = self._my_address()
+    def _join(self, address_id: str, timeout: CallTimeout) -> JoinResult:
+        me = self._my_address(timeout)
         body = {"from_fabric_address_id": me, "fabric_address_ids": [address_id, me]}
-        result = decode_join_result(self._transport.post(PATH_JOIN, json_body=body))
+        result = decode_join_result(self._transport.post(PATH_JOIN, json_body=body, timeout=timeout))
         with self._lock:
             self._groups[address_id] = result.group_id
         return result
@@ -211,7 +225,7 @@ class ConversationAPI:
                 lock = self._join_locks[address_id] = threading.Lock()
             return lock
 
-    def _group_id(self, address_id: str) -> str:
+    def _group_id(self, address_id: str, timeout: CallTimeout = NOT_GIVEN) -> str:
         """The cached group id of ``address_id``, joining first when unknown (single-flight)."""
         with self._lock:
             group = self._groups.get(address_id)
@@ -222,18 +236,21 @@ class ConversationAPI:
                 group = self._groups.get(address_id)
             if group is not None:
                 return group
-            return self._join(address_id).group_id
+            return self._join(address_id, timeout).group_id
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def get_conversations(self, *, page_size: Optional[int] = None) -> Page[Conversation]:
+    def get_conversations(
+        self, *, page_size: Optional[int] = None, timeout: CallTimeout = NOT_GIVEN
+    ) -> Page[Conversation]:
         """The conversations of this subscriber (``GET /api/fabric/conversations``)."""
         size = _check_positive_int(page_size, "page_size")
+        timeout = _check_call_timeout(timeout)
         params: Dict[str, Any] = {}
         if size is not None:
             params["page_size"] = size
         chain: _Chain[Conversation] = _Chain(
-            fetch=self._fetch,
+            fetch=self._fetcher(timeout),
             decode=decode_conversation,
             url_of=self._transport.url_for,
             params=params,
@@ -249,14 +266,15 @@ class ConversationAPI:
         since: Optional[TimeArg] = None,
         until: Optional[TimeArg] = None,
         page_size: Optional[int] = None,
+        timeout: CallTimeout = NOT_GIVEN,
     ) -> Page[ConversationMessage]:
         """The messages of the conversation with ``address_id``, newest first.
 
         Joins the conversation first when its ``group_id`` is not known yet.
         """
         address_id = _check_address(address_id)
-        chain = self._message_chain(limit, since, until, page_size)
-        group = self._group_id(address_id)
+        chain = self._message_chain(limit, since, until, page_size, timeout)
+        group = self._group_id(address_id, timeout)
         return Page._fetch_first(chain, f"{PATH_CONVERSATIONS}/{quote(group, safe='')}/messages")
 
     def get_messages(
@@ -266,17 +284,19 @@ class ConversationAPI:
         since: Optional[TimeArg] = None,
         until: Optional[TimeArg] = None,
         page_size: Optional[int] = None,
+        timeout: CallTimeout = NOT_GIVEN,
     ) -> Page[ConversationMessage]:
         """Every message of every conversation of this subscriber, newest first."""
-        chain = self._message_chain(limit, since, until, page_size)
+        chain = self._message_chain(limit, since, until, page_size, timeout)
         return Page._fetch_first(chain, PATH_MESSAGES)
 
     def _message_chain(
-        self, limit: Any, since: Any, until: Any, page_size: Any
+        self, limit: Any, since: Any, until: Any, page_size: Any, timeout: Any
     ) -> "_Chain[ConversationMessage]":
         limit_ = _check_positive_int(limit, "limit")
         size = _check_positive_int(page_size, "page_size")
         since_, until_ = _check_window(since, until)
+        timeout_ = _check_call_timeout(timeout)
         if size is None and limit_ is not None:
             size = min(limit_, MAX_IMPLICIT_PAGE_SIZE)
         params: Dict[str, Any] = {}
@@ -287,7 +307,7 @@ class ConversationAPI:
         if until_ is not None:
             params["until"] = _wire_time(until_)
         return _Chain(
-            fetch=self._fetch,
+            fetch=self._fetcher(timeout_),
             decode=decode_message,
             url_of=self._transport.url_for,
             params=params,
@@ -298,8 +318,14 @@ class ConversationAPI:
             item_name="ConversationMessage",
         )
 
-    def _fetch(self, target: str, params: Mapping[str, Any]) -> Any:
-        return self._transport.get(target, params=params or None)
+    def _fetcher(self, timeout: CallTimeout) -> Callable[[str, Mapping[str, Any]], Any]:
+        """The page fetcher of one listing: every page uses the call's timeout."""
+        transport = self._transport
+
+        def fetch(target: str, params: Mapping[str, Any]) -> Any:
+            return transport.get(target, params=params or None, timeout=timeout)
+
+        return fetch
 
     # -- send ----------------------------------------------------------------------------------
 
@@ -310,6 +336,7 @@ class ConversationAPI:
         *,
         metadata: Optional[Mapping[str, Any]] = None,
         details: Optional[Mapping[str, Any]] = None,
+        timeout: CallTimeout = NOT_GIVEN,
     ) -> SentMessage:
         """Send ``text`` to the conversation with ``address_id`` (joined first when needed).
 
@@ -323,14 +350,15 @@ class ConversationAPI:
         text = _check_text(text)
         metadata_ = _check_json_dict(metadata, "metadata")
         details_ = _check_json_dict(details, "details")
-        group = self._group_id(address_id)
-        me = self._my_address()
+        timeout = _check_call_timeout(timeout)
+        group = self._group_id(address_id, timeout)
+        me = self._my_address(timeout)
         body: Dict[str, Any] = {"group_id": group, "from_fabric_address_id": me, "text": text}
         if metadata_ is not None:
             body["metadata"] = metadata_
         if details_ is not None:
             body["details"] = details_
-        sent = decode_sent_message(self._transport.post(PATH_MESSAGES, json_body=body))
+        sent = decode_sent_message(self._transport.post(PATH_MESSAGES, json_body=body, timeout=timeout))
         return attrs.evolve(
             sent,
             conversation_id=sent.conversation_id or group,

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Type, TypeVar, cast
 
 import attrs
 import cattrs
-from cattrs.gen import make_dict_structure_fn, override
+from cattrs.gen import make_dict_structure_fn
 
 from .errors import ResponseValidationError
 

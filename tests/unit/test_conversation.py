@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, List
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -264,5 +264,37 @@ def test_json_bodies_are_compact_utf8(client: Client, rsps: responses.RequestsMo
     assert json.loads(raw.decode("utf-8"))["text"] == "héllo ✓"
 
 
-def _unused(_: List[int]) -> None:  # keep typing imports honest
-    pass
+def test_per_call_timeout_reaches_every_request(client: Client, rsps: responses.RequestsMock) -> None:
+    add_me(rsps)
+    add_join(rsps)
+    rsps.get(
+        f"{BASE}/api/fabric/conversations/{GROUP}/messages",
+        json={"data": [], "links": {"next": f"{BASE}/api/fabric/conversations/{GROUP}/messages?p=2"}},
+        match=[responses.matchers.query_string_matcher("")],
+    )
+    rsps.get(
+        f"{BASE}/api/fabric/conversations/{GROUP}/messages",
+        json={"data": [], "links": {}},
+        match=[responses.matchers.query_string_matcher("p=2")],
+    )
+    list(client.conversation.get_conversation_messages(THEM, timeout=(1, 2)))
+    assert [c.request.req_kwargs["timeout"] for c in rsps.calls] == [(1.0, 2.0)] * 4
+    rsps.post(f"{BASE}/api/fabric/messages", json={})
+    client.conversation.send_message(THEM, "x", timeout=None)
+    client.conversation.send_message(THEM, "y")
+    assert [c.request.req_kwargs["timeout"] for c in rsps.calls[4:]] == [None, (5.0, 30.0)]
+
+
+def test_bad_per_call_timeout_is_rejected_before_any_request(client: Client, rsps: responses.RequestsMock) -> None:
+    from signalwire_conversation import ValidationError
+
+    for call in (
+        lambda: client.conversation.get_messages(timeout=0),
+        lambda: client.conversation.get_conversations(timeout="1"),
+        lambda: client.conversation.get_conversation_messages(THEM, timeout=-1),
+        lambda: client.conversation.send_message(THEM, "x", timeout=(1, 2, 3)),
+        lambda: client.conversation.join(THEM, timeout=True),
+    ):
+        with pytest.raises(ValidationError, match="^timeout: "):
+            call()
+    assert list(rsps.calls) == []

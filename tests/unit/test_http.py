@@ -6,7 +6,7 @@ import email.utils
 import socket
 import threading
 import time
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional
 
 import pytest
 import requests
@@ -40,7 +40,7 @@ from signalwire_conversation.http import (
     user_agent,
 )
 
-from .helpers import BASE, GROUP, ME, THEM, TOKEN, add_join, add_me, calls_to, make_token
+from .helpers import BASE, THEM, TOKEN, add_join, add_me, calls_to, make_token
 
 URL = f"{BASE}/api/fabric/messages"
 
@@ -748,7 +748,3 @@ def test_real_read_timeout_post_not_retried_get_retried(server_factory: Any) -> 
     assert server.accepted == 3
     assert time.monotonic() - started < 5
     t.close()
-
-
-def _unused() -> Tuple[str, str, str]:
-    return (GROUP, ME, THEM)
