@@ -576,7 +576,13 @@ class Listener:
                         silent,
                     )
                     break
-                conn.poll(min(remaining, 0.05) if self._overflowed else remaining)
+                if self._overflowed:
+                    timeout = min(remaining, 0.05)  # poll for the moment the queue drains
+                else:
+                    # rounded down to 0.1 s so that a steady stream of frames keeps the same
+                    # socket timeout (setting it costs a system call)
+                    timeout = max(0.01, int(remaining * 10) / 10)
+                conn.poll(timeout)
         except ConnectionLost as exc:
             if not self._closing.is_set():
                 self._last_error = exc

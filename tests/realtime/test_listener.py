@@ -582,3 +582,33 @@ def test_recovery_time_after_a_drop(emu: Any, people: Any, make: Factory, capsys
             f"max {max(samples) * 1000:.0f} ms"
         )
     assert max(samples) < 2.0
+
+
+def test_drop_before_anything_was_delivered(emu: Any, people: Any, make: Factory) -> None:
+    """The first gap starts at the first connection (minus the overlap), not at 'nothing'."""
+    got = Collector()
+    listener = make(people.alice)
+    listener.subscribe(got)
+    emu.drop_connections(people.alice)
+    emu.send_message(people.bob, people.alice.address_id, "while down")
+    got.wait(1)
+    assert got.texts == ["while down"]
+    wait_until(lambda: listener.stats["gap_fills"] == 1, 5, "one gap fill")
+    assert len(got.texts) == 1
+
+
+def test_ctrl_c_in_run_forever_closes_cleanly(emu: Any, people: Any, make: Factory) -> None:
+    import _thread
+
+    listener = make(people.alice)
+    listener.subscribe(Collector())
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    timer.start()
+    try:
+        started = time.monotonic()
+        listener.run_forever()  # returns (does not raise) after Ctrl+C
+        assert time.monotonic() - started < 3
+    finally:
+        timer.cancel()
+    assert listener.state is ConnectionState.CLOSED
+    assert listener_threads() == []
