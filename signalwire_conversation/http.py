@@ -13,7 +13,7 @@ owns every retry; each decision is a small named function below it:
 Policy (DESIGN.md §3):
 
 - GET (and other idempotent methods) are retried on connection errors, timeouts, 408, 429
-  and 5xx.
+  and 5xx, and when an answer breaks off mid-body (truncated, reset, timed out).
 - POST (``send_message``, ``join``) is retried only when the request provably did not reach
   the server (the TCP connect failed or timed out) or the server refused it without acting
   (429, 503). Never after a read timeout or a reset after sending: that could duplicate a
@@ -331,6 +331,15 @@ def _request_id(headers: Mapping[str, str]) -> Optional[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+class _BrokenBody(Exception):
+    """Internal: reading a response body failed; carries the SDK error and the retry verdict."""
+
+    def __init__(self, error: SignalWireError, retryable: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retryable = retryable
+
+
 class Transport:
     """Sends requests for one :class:`Client`. Safe to share between threads.
 
@@ -454,6 +463,15 @@ class Transport:
             try:
                 status = response.status_code
                 body = self._read_body(method, url, response)
+            except _BrokenBody as broken:
+                # the answer broke off mid-body: the server got the request, so only an
+                # idempotent method may be sent again
+                if broken.retryable and attempt < retries:
+                    self._log_retry(method, url, attempt, retries, str(broken.error), None)
+                    self._sleep(self._retry_delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise broken.error from broken.__cause__
             finally:
                 response.close()
             elapsed = time.monotonic() - started
@@ -549,8 +567,8 @@ class Transport:
                     raise self._too_large(method, url, response.status_code)
                 chunks.append(chunk)
         except requests.exceptions.RequestException as exc:
-            error, _ = classify_exception(method, url, exc, sent=True)
-            raise error from exc
+            error, retryable = classify_exception(method, url, exc, sent=True)
+            raise _BrokenBody(error, retryable) from exc
         return b"".join(chunks)
 
     def _too_large(self, method: str, url: str, status: int) -> ResponseValidationError:

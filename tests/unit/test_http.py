@@ -748,3 +748,61 @@ def test_real_read_timeout_post_not_retried_get_retried(server_factory: Any) -> 
     assert server.accepted == 3
     assert time.monotonic() - started < 5
     t.close()
+
+
+class BrokenBodyTransport(Transport):
+    """Answers 200 whose body breaks off with ``exc`` for the first ``breaks`` attempts."""
+
+    def __init__(self, exc: Exception, breaks: int, **kw: Any) -> None:
+        super().__init__(base_url=BASE, tokens=TokenProvider(TOKEN), **kw)
+        self.exc = exc
+        self.breaks = breaks
+        self.attempts = 0
+
+    def _send(self, method: str, url: str, **kw: Any) -> requests.Response:  # type: ignore[override]
+        self.attempts += 1
+        r = requests.Response()
+        r.status_code = 200
+        r.raw = __import__("io").BytesIO(b"")
+        if self.attempts <= self.breaks:
+            exc = self.exc
+
+            def broken(*a: Any, **k: Any) -> Any:
+                raise exc
+
+            r.iter_content = broken  # type: ignore[method-assign]
+        else:
+            r.raw = __import__("io").BytesIO(b'{"ok": true}')
+        return r
+
+    def _sleep(self, seconds: float) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        requests.exceptions.ChunkedEncodingError("truncated"),
+        requests.exceptions.ConnectionError(ReadTimeoutError(None, URL, "read timed out")),  # type: ignore[arg-type]
+        reset_after_send(),
+    ],
+)
+def test_get_body_broken_mid_way_is_retried(exc: Exception) -> None:
+    t = BrokenBodyTransport(exc, breaks=1, max_retries=2)
+    assert t.get("/x") == {"ok": True}
+    assert t.attempts == 2
+
+
+def test_get_body_broken_every_time_raises_after_retries() -> None:
+    t = BrokenBodyTransport(requests.exceptions.ChunkedEncodingError("truncated"), breaks=10, max_retries=2)
+    with pytest.raises(APIConnectionError, match="connection lost") as info:
+        t.get("/x")
+    assert t.attempts == 3
+    assert isinstance(info.value.__cause__, requests.exceptions.ChunkedEncodingError)
+
+
+def test_post_body_broken_mid_way_is_not_retried() -> None:
+    t = BrokenBodyTransport(connect_refused(), breaks=1, max_retries=2)
+    with pytest.raises(APIConnectionError):
+        t.post("/x", json_body={"text": "once"})
+    assert t.attempts == 1
