@@ -158,5 +158,5 @@ def test_odd_timestamp_in_a_live_event_does_not_poison_gap_fill(ts: Any) -> None
             emu.wait_for(lambda: "odd" in got, timeout=10)
             emu.drop_connections(alice)
             emu.send_message(bob, alice.address_id, "while-down")  # stored; pushed to no one
-            emu.wait_for(lambda: "while-down" in got, timeout=4,
+            emu.wait_for(lambda: "while-down" in got, timeout=2.5,
                          message=f"the message sent while down was not recovered (ts={ts!r}); got {got}")

@@ -231,9 +231,7 @@ def test_get_read_timeout_retried_then_clear_error(world: World) -> None:
     assert world.gets() == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect D11: http.Transport._read_body raises the connection error of a GET whose body broke "
-    "off (truncated, reset or timed out mid-body) without retrying it"))
+# D11 (fixed in 6d70caf): a GET whose body broke off was not retried.
 def test_get_truncated_answer_retried(world: World) -> None:
     port = int(world.emu.base_url.rsplit(":", 1)[1])
     with hostile.FaultProxy(("127.0.0.1", port), plan=[hostile.TRUNCATE_AFTER], only_method="GET") as proxy:
