@@ -189,9 +189,10 @@ class BlastServer:
 
     def stop(self) -> None:
         try:
-            self._listener.close()
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
         except OSError:
             pass
+        self._listener.close()
         for conn in list(self._conns):
             try:
                 conn.sock.shutdown(socket.SHUT_RDWR)

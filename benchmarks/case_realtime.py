@@ -189,6 +189,8 @@ def _slack_throughput(push: _BlastPush, api_url: str, size: Size) -> Tuple[float
         app_token="xapp-1-A0BENCH-0-bench",
         web_client=WebClient(token="xoxb-bench", base_url=api_url),
         auto_reconnect_enabled=False,
+        # the default (5 s) for real figures; the tiny smoke run would wait that long in close()
+        ping_interval=5 if size.rt_events >= 5000 else 0.5,
     )
     client.socket_mode_request_listeners.append(listener)
     # slack_sdk's builtin frame parser (socket_mode/builtin/internals.py ``_fetch_messages``)
