@@ -475,7 +475,7 @@ class Emulator:
             for session in store.sessions:
                 if (session.closed and not include_closed) or (sid is not None and session.subscriber_id != sid):
                     continue
-                out.extend(session.unacked.values())
+                out.extend(session.unacked_records())
             return out
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0, *, message: str = "") -> None:

@@ -9,6 +9,7 @@ here too (``ping_frame``, ``disconnect_frame``).
 from __future__ import annotations
 
 import json
+import os
 import logging
 import uuid
 from typing import Any, Dict, Optional, Tuple
@@ -31,7 +32,9 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _uuid() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID string; cheaper than ``str(uuid.uuid4())``."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 
 class Relay:

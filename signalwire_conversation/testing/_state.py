@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import os
 import re
 import threading
 import time
@@ -34,7 +35,9 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _uuid() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID string; cheaper than ``str(uuid.uuid4())``."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,7 @@ class _Group:
     metadata: Dict[str, Any] = field(default_factory=dict)
     timeline: _Timeline = field(default_factory=_Timeline)
     last_message_ts: Optional[float] = None
+    frame_channel: str = ""  # pre-serialised constant part of this group's event frames
 
     def sort_key(self) -> Tuple[float, int]:
         return (self.last_message_ts if self.last_message_ts is not None else self.created_at, self.seq)
@@ -234,7 +238,8 @@ class Session:
         self.authorization_state: Optional[str] = None
         self.event_acks = True
         self.connect_history: List[Dict[str, Any]] = []
-        self.unacked: Dict[str, EventRecord] = {}
+        #: event id -> (event type, message id, sent at); EventRecords are built on demand.
+        self.unacked: Dict[str, Tuple[str, Optional[str], float]] = {}
         self.acked: List[str] = []
         self.events_sent = 0
         self.pending_pings: Dict[str, float] = {}
@@ -260,9 +265,12 @@ class Session:
         """Authenticated, open and not half-open: the session gets events and pings."""
         return self.authenticated and not self.closed and not self.half_open
 
+    def unacked_records(self) -> List[EventRecord]:
+        return [EventRecord(self.id, eid, t, m, at) for eid, (t, m, at) in self.unacked.items()]
+
     def send_event(self, event_id: str, frame: str, event_type: str, message_id: Optional[str], now: float) -> None:
         if self.event_acks:
-            self.unacked[event_id] = EventRecord(self.id, event_id, event_type, message_id, now)
+            self.unacked[event_id] = (event_type, message_id, now)
         self.events_sent += 1
         self.sink(frame)
 
@@ -561,7 +569,9 @@ class Store:
 
     def post_many(self, sender: Subscriber, group: _Group, texts: Iterable[str]) -> List[Dict[str, Any]]:
         with self.lock:
-            return [self._post(sender, group, t, None, None, "chat", None, None) for t in texts]
+            out = [self._post(sender, group, t, None, None, "chat", None, None, notify=False) for t in texts]
+            self.changed.notify_all()
+            return out
 
     def _post(
         self,
@@ -573,6 +583,7 @@ class Store:
         subtype: str,
         kind: Optional[str],
         ts: Optional[float],
+        notify: bool = True,
     ) -> Dict[str, Any]:
         stamp = self.next_ts() if ts is None else float(ts)
         message_id = _uuid()
@@ -598,7 +609,8 @@ class Store:
             group.last_message_ts = stamp
         self.messages_by_id[message_id] = (group, message)
         self._push(sender, group, data)
-        self.changed.notify_all()
+        if notify:
+            self.changed.notify_all()
         return dict(data)
 
     def _push(self, sender: Subscriber, group: _Group, data: Dict[str, Any]) -> None:
@@ -619,14 +631,14 @@ class Store:
         payload["conversation_name"] = group.name
         payload["user_name"] = sender.display_name
         # One serialisation per message; each recipient only gets its own event id spliced in.
-        common = (
-            '","method":"signalwire.event","params":{"event_type":"conversation.message",'
-            '"event_channel":' + _dumps(f"conversation.{group.group_id}")
-            + ',"timestamp":' + _dumps(repr(data["ts"]))
-            + ',"project_id":' + _dumps(self.project_id)
-            + ',"node_id":' + _dumps(self.node_id)
-            + ',"is_author":'
-        )
+        if not group.frame_channel:
+            group.frame_channel = (
+                '","method":"signalwire.event","params":{"event_type":"conversation.message",'
+                '"event_channel":' + _dumps(f"conversation.{group.group_id}")
+                + ',"project_id":' + _dumps(self.project_id)
+                + ',"node_id":' + _dumps(self.node_id)
+            )
+        common = group.frame_channel + ',"timestamp":"' + repr(data["ts"]) + '","is_author":'
         body = ',"params":' + _dumps(payload) + "}}"
         tails = {True: common + "true" + body, False: common + "false" + body}
         now = self.clock()
