@@ -325,7 +325,9 @@ class Server:
         outbox = _Outbox(connection, session.id, abort)
         session.sink = outbox.put
         session.abort = abort
-        session.close_gracefully = lambda: _close_quietly(connection)
+        session.close_gracefully = lambda: threading.Thread(
+            target=_close_quietly, args=(connection,), name=f"emulator-close-{session.id}", daemon=True
+        ).start()  # close() waits for the client's close frame: not on the caller's time
         try:
             while not self.stopping.is_set():  # one frame per turn; ends when the socket does
                 try:
