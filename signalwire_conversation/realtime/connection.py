@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import json
+import socket
 import ssl
 import threading
 import time
@@ -82,7 +83,7 @@ def parse_frame(data: Union[bytes, str]) -> Optional[JSON]:
         # strict UTF-8 (json.loads would also guess UTF-16/32 from bytes)
         text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
         frame = json.loads(text)
-    except (ValueError, TypeError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, TypeError, RecursionError):  # JSONDecodeError, UnicodeDecodeError are ValueErrors
         return None
     return frame if isinstance(frame, dict) else None
 
@@ -221,6 +222,64 @@ def _sslopt(verify: Union[bool, str]) -> JSON:
     return {"cert_reqs": ssl.CERT_REQUIRED}
 
 
+#: The largest websocket message accepted (one frame or all fragments of one message); a
+#: bigger one is treated as a broken link (closed and replaced). Chat events are a few kB.
+DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+class _CappedFrameBuffer(websocket.frame_buffer):
+    """websocket-client's frame reader, refusing a payload longer than the cap *before*
+    buffering it (the announced length is read first)."""
+
+    max_bytes = DEFAULT_MAX_MESSAGE_BYTES
+
+    def recv_strict(self, bufsize: int) -> bytes:
+        if bufsize > self.max_bytes:
+            raise websocket.WebSocketPayloadException(
+                f"a websocket frame of {bufsize} bytes exceeds the {self.max_bytes}-byte limit"
+            )
+        data: bytes = super().recv_strict(bufsize)
+        return data
+
+
+class _CappedContinuation(websocket.continuous_frame):
+    """Reassembly of fragmented messages, with the same cap on the whole message."""
+
+    max_bytes = DEFAULT_MAX_MESSAGE_BYTES
+
+    def add(self, frame: Any) -> None:
+        super().add(frame)
+        data = self.cont_data[1] if self.cont_data else b""
+        if len(data) > self.max_bytes:
+            self.cont_data = None
+            self.recving_frames = None
+            raise websocket.WebSocketPayloadException(
+                f"a fragmented websocket message exceeds the {self.max_bytes}-byte limit"
+            )
+
+
+class _CappedWebSocket(websocket.WebSocket):
+    def __init__(self, *args: Any, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        skip = bool(kwargs.get("skip_utf8_validation", False))
+        self.frame_buffer = _CappedFrameBuffer(self._recv, skip)
+        self.frame_buffer.max_bytes = max_message_bytes
+        self.cont_frame = _CappedContinuation(bool(kwargs.get("fire_cont_frame", False)), skip)
+        self.cont_frame.max_bytes = max_message_bytes
+
+
+def shutdown_socket(ws: Any) -> None:
+    """Shut the TCP socket of ``ws`` down, connected or still handshaking (wakes a blocked
+    read in another thread). Best effort, idempotent."""
+    sock = getattr(ws, "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
 def _untyped(ws: websocket.WebSocket, name: str) -> Callable[[], None]:
     # websocket-client leaves abort()/shutdown() unannotated
     return cast(Callable[[], None], getattr(ws, name))
@@ -260,17 +319,25 @@ class Connection:
         verify: Union[bool, str] = True,
         on_event: Callable[[ConversationMessageEvent], None],
         on_authorization_state: Callable[[str], None],
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        on_socket: Optional[Callable[[websocket.WebSocket], None]] = None,
     ) -> "Connection":
         """Open the websocket (TCP, TLS, HTTP upgrade), each step bounded by ``timeout``.
 
         Raises :class:`ConnectRefused` for a 401/403 upgrade answer and
         :class:`ConnectionLost` for every other failure.
         """
-        options: JSON = {"skip_utf8_validation": True, "enable_multithread": True}
-        if url.lower().startswith("wss:"):
-            options["sslopt"] = _sslopt(verify)
+        sslopt = _sslopt(verify) if url.lower().startswith("wss:") else None
+        ws = _CappedWebSocket(
+            sslopt=sslopt,
+            skip_utf8_validation=True,
+            enable_multithread=True,
+            max_message_bytes=max_message_bytes,
+        )
+        if on_socket is not None:
+            on_socket(ws)  # so that another thread can abort a stuck handshake
         try:
-            ws = websocket.create_connection(url, timeout=timeout, **options)
+            cast(Callable[..., None], getattr(ws, "connect"))(url, timeout=timeout)
         except websocket.WebSocketBadStatusException as exc:
             status = getattr(exc, "status_code", None)
             if status in (401, 403):
@@ -279,6 +346,8 @@ class Connection:
                 ) from exc
             raise ConnectionLost(f"websocket upgrade failed: {exc}") from exc
         except (websocket.WebSocketException, OSError, ValueError) as exc:
+            shutdown_socket(ws)
+            _untyped(ws, "shutdown")()
             raise ConnectionLost(f"could not open {url}: {type(exc).__name__}: {exc}") from exc
         return cls(ws, url=url, on_event=on_event, on_authorization_state=on_authorization_state)
 
@@ -354,7 +423,13 @@ class Connection:
             raise ConnectionLost(f"the websocket failed: {type(exc).__name__}: {exc}") from exc
         self.last_frame_at = time.monotonic()
         if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
-            self.handle_text(frame.data)
+            try:
+                self.handle_text(frame.data)
+            except ConnectionLost:
+                raise
+            except Exception:  # a frame we could not handle must never stop the reader
+                self.frames_skipped += 1
+                logger.exception("skipping a frame that could not be handled")
         elif opcode == websocket.ABNF.OPCODE_CLOSE:
             raise ConnectionLost("the server closed the websocket")
         return True
@@ -443,10 +518,7 @@ class Connection:
     def abort(self) -> None:
         """Wake a blocked :meth:`poll` (shut the socket down); safe from any thread, idempotent."""
         self._closed = True
-        try:
-            _untyped(self._ws, "abort")()
-        except Exception:  # best effort: the socket may be half gone already
-            logger.debug("abort of the websocket failed", exc_info=True)
+        shutdown_socket(self._ws)
 
     def close(self) -> None:
         """Close the socket at once (no closing handshake that could block). Idempotent."""

@@ -33,12 +33,14 @@ from ..models import ConversationMessageEvent
 from .backoff import Backoff
 from .connection import (
     AGENT,
+    DEFAULT_MAX_MESSAGE_BYTES,
     Connection,
     ConnectionLost,
     ConnectRefused,
     connect_params,
     is_auth_refusal,
     project_id_of,
+    shutdown_socket,
     token_expiry,
 )
 from .delivery import RecentIds, gap_since, plan_gap_fill, ts_seconds
@@ -92,6 +94,21 @@ def _positive(name: str, value: Any) -> float:
     return float(value)
 
 
+def _wait_arg(timeout: Optional[float]) -> Optional[float]:
+    """A timeout ``threading`` accepts: ``inf`` (or anything past TIMEOUT_MAX) waits forever."""
+    if timeout is None or timeout >= threading.TIMEOUT_MAX:
+        return None
+    return max(0.0, timeout)
+
+
+#: A live ``ts`` older than the first connection by more than this does not move the gap-fill
+#: watermark (it is implausible: a server bug or a zero timestamp).
+_IMPLAUSIBLY_OLD = 300.0
+#: How long past ``ping_timeout`` the watchdog thread waits before it aborts a reader stuck
+#: inside one frame (trickled or endless); the reader itself notices silence on time.
+_WATCHDOG_GRACE = 1.0
+
+
 def _count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValidationError(name, f"must be a positive integer, got {value!r}")
@@ -131,6 +148,8 @@ class Listener:
         dedup_size: how many recent message ids are remembered for de-duplication.
         refresh_margin: with a callable token, refresh this long before expiry (at most half
             of the token's remaining lifetime).
+        max_message_bytes: the largest websocket message accepted (8 MiB); a bigger one
+            closes and replaces the link.
         agent: the ``agent`` string sent in ``signalwire.connect``.
     """
 
@@ -152,6 +171,7 @@ class Listener:
         gap_overlap: float = 2.0,
         dedup_size: int = 10_000,
         refresh_margin: float = 60.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         agent: str = AGENT,
     ) -> None:
         if not callable(fetch_missed):
@@ -176,6 +196,7 @@ class Listener:
             raise ValidationError("gap_overlap", f"must be a number of seconds >= 0, got {gap_overlap!r}")
         self.gap_overlap = float(gap_overlap)
         self._refresh_margin = _positive("refresh_margin", refresh_margin)
+        self._max_message_bytes = _count("max_message_bytes", max_message_bytes)
         self._agent = agent
 
         self._lock = threading.Lock()
@@ -188,6 +209,8 @@ class Listener:
         self._connected_once = False
         self._stopped = threading.Event()  # fully stopped: wakes run_forever()
         self._refresh_kick = threading.Event()
+        self._watch_kick = threading.Event()
+        self._opening: Optional[Tuple[Any, float]] = None  # (websocket, monotonic start)
         self._closed_notified = False
         self._fatal: Optional[SignalWireError] = None
         self._last_error: Optional[BaseException] = None
@@ -323,22 +346,27 @@ class Listener:
             self._subs = ()
             threads = list(self._threads)
         self._refresh_kick.set()
+        self._watch_kick.set()
         self._ready.set()
+        opening = self._opening
+        if opening is not None:
+            shutdown_socket(opening[0])
         if conn is not None:
             conn.abort()
         # queued messages are dropped; queued state changes are still told (before CLOSED)
         self._queue.close(discard=True, keep=lambda item: isinstance(item, _StateChange))
         for sub in subs:
             sub._close(discard=True)
-        deadline = time.monotonic() + max(0.0, timeout)
+        limit = _wait_arg(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
         me = threading.current_thread()
         for thread in threads:
             if thread is not me:
-                thread.join(max(0.0, deadline - time.monotonic()))
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in threads if t.is_alive() and t is not me]
         if alive:
             logger.warning(
-                "close(): %s still running after %.1fs (a callback that does not return?)",
+                "close(): %s still running after %ss (a callback that does not return?)",
                 ", ".join(alive),
                 timeout,
             )
@@ -369,6 +397,7 @@ class Listener:
         targets: List[Tuple[str, Callable[[], None]]] = [
             ("signalwire-reader", self._run_reader),
             ("signalwire-dispatcher", self._run_dispatcher),
+            ("signalwire-watchdog", self._run_watchdog),
         ]
         if self._tokens.refreshable:
             targets.append(("signalwire-token-refresh", self._run_refresher))
@@ -379,7 +408,7 @@ class Listener:
             thread.start()
 
     def _wait_ready(self, timeout: float) -> None:
-        if not self._ready.wait(timeout):
+        if not self._ready.wait(_wait_arg(timeout)):
             last = f": last error: {self._last_error}" if self._last_error is not None else ""
             raise RealtimeError(
                 f"could not connect to {self.relay_url} within {timeout:g}s{last} "
@@ -413,6 +442,7 @@ class Listener:
             self._closing.set()
             self._state = ConnectionState.CLOSED
         self._refresh_kick.set()
+        self._watch_kick.set()
         self._queue.close(discard=False)  # the dispatcher delivers what is queued, then exits
         self._ready.set()
 
@@ -474,18 +504,24 @@ class Listener:
         )
         self._handshake_buffer = []
         try:
-            conn = Connection.open(
-                self.relay_url,
-                timeout=self.connect_timeout,
-                verify=self._verify,
-                on_event=self._on_event,
-                on_authorization_state=self._on_authorization_state,
-            )
+            try:
+                conn = Connection.open(
+                    self.relay_url,
+                    timeout=self.connect_timeout,
+                    verify=self._verify,
+                    on_event=self._on_event,
+                    on_authorization_state=self._on_authorization_state,
+                    max_message_bytes=self._max_message_bytes,
+                    on_socket=self._watch_opening,
+                )
+            finally:
+                self._opening = None
             with self._lock:
                 if self._closing.is_set():
                     conn.close()
                     raise ConnectionLost("closing")
                 self._conn = conn
+            self._watch_kick.set()
             try:
                 result = conn.authenticate(params, self.connect_timeout)
             except BaseException:
@@ -593,6 +629,12 @@ class Listener:
                 self.stats["disconnects"] += 1
             self._drop_connection(conn)
 
+    def _watch_opening(self, ws: Any) -> None:
+        self._opening = (ws, time.monotonic())
+        self._watch_kick.set()
+        if self._closing.is_set():
+            shutdown_socket(ws)
+
     def _drop_connection(self, conn: Connection) -> None:
         with self._lock:
             if self._conn is conn:
@@ -633,6 +675,40 @@ class Listener:
                 "the event queue drained; recovering the %d dropped live messages over REST",
                 self.stats["dropped_on_overflow"],
             )
+
+    # ------------------------------------------------------------------------------------------
+    # watchdog thread: the reader notices a silent socket itself (its read timeout); this thread
+    # catches a reader stuck *inside* one frame (trickled byte by byte, or endless) or inside a
+    # handshake that never completes, and shuts that socket down so the reader reconnects.
+
+    def _run_watchdog(self) -> None:
+        while not self._closing.is_set():
+            wait = self.ping_timeout
+            now = time.monotonic()
+            conn = self._conn
+            opening = self._opening
+            if conn is not None:
+                limit = self.ping_timeout + _WATCHDOG_GRACE
+                silent = now - conn.last_frame_at
+                if silent > limit:
+                    self.stats["dead_links"] += 1
+                    logger.warning(
+                        "no complete frame for %.1fs (a trickled or endless frame?): closing the link",
+                        silent,
+                    )
+                    conn.abort()
+                else:
+                    wait = limit - silent
+            elif opening is not None:
+                limit = self.connect_timeout + _WATCHDOG_GRACE
+                elapsed = now - opening[1]
+                if elapsed > limit:
+                    logger.warning("the websocket handshake is stuck after %.1fs: closing it", elapsed)
+                    shutdown_socket(opening[0])
+                else:
+                    wait = limit - elapsed
+            if self._watch_kick.wait(max(0.05, wait)):
+                self._watch_kick.clear()
 
     # ------------------------------------------------------------------------------------------
     # token refresh thread
@@ -737,8 +813,13 @@ class Listener:
             self.stats["duplicates"] += 1
             return
         ts = ts_seconds(event.ts)
-        if ts is not None and (self._last_ts is None or ts > self._last_ts):
-            self._last_ts = ts
+        if ts is not None:
+            # the gap-fill watermark: a ts in the future (clock skew, a server bug) counts as
+            # "now", so that it cannot hide what comes next; an implausibly old one is ignored
+            ts = min(ts, time.time())
+            floor = (self._first_connected_at or 0.0) - _IMPLAUSIBLY_OLD
+            if ts >= floor and (self._last_ts is None or ts > self._last_ts):
+                self._last_ts = ts
         self.stats["delivered"] += 1
         for sub in self._subs:
             if sub._matches(event):

@@ -82,6 +82,8 @@ class BoundedQueue(Generic[T]):
         Raises ``queue.Empty`` when the timeout passes, :class:`QueueClosed` when the queue is
         closed and empty.
         """
+        if timeout is not None and timeout >= threading.TIMEOUT_MAX:
+            timeout = None  # inf: wait forever (threading cannot take it)
         with self._cond:
             if timeout is None:
                 while not self._items and not self._closed:

@@ -93,6 +93,9 @@ class TestFrames:
     def test_parse_rejects_non_objects(self, data: Any) -> None:
         assert parse_frame(data) is None
 
+    def test_parse_survives_deep_nesting(self) -> None:
+        assert parse_frame("[" * 100_000 + "]" * 100_000) is None
+
     def test_parse_accepts_bytes_and_str(self) -> None:
         assert parse_frame(b'{"a": "\xc3\xa9"}') == {"a": "é"}
         assert parse_frame('{"a": 1}') == {"a": 1}

@@ -117,7 +117,7 @@ def test_handshake_params_and_states(emu: Any, people: Any, make: Factory) -> No
     assert params["authentication"] == {"jwt_token": people.alice.token}
     assert params["agent"].startswith("signalwire-conversation-python/")
     assert "protocol" not in params and "authorization_state" not in params
-    assert set(listener_threads()) == {"signalwire-reader", "signalwire-dispatcher"}
+    assert set(listener_threads()) == {"signalwire-reader", "signalwire-dispatcher", "signalwire-watchdog"}
     sub.unsubscribe()
     sub.unsubscribe()  # idempotent
     listener.close()
@@ -612,3 +612,57 @@ def test_ctrl_c_in_run_forever_closes_cleanly(emu: Any, people: Any, make: Facto
         timer.cancel()
     assert listener.state is ConnectionState.CLOSED
     assert listener_threads() == []
+
+
+# -- hostile input (reliability defects D8, D9, D10, D12) --------------------------------------
+
+
+def test_deeply_nested_frame_is_skipped(emu: Any, people: Any, make: Factory) -> None:
+    got = Collector()
+    listener = make(people.alice)
+    listener.subscribe(got)
+    emu.send_raw('{"jsonrpc":"2.0","method":"signalwire.event","params":' + "[" * 5000 + "]" * 5000 + "}", people.alice)
+    emu.send_message(people.bob, people.alice.address_id, "after")
+    got.wait(1)
+    assert listener.stats["disconnects"] == 0 and listener.state is ConnectionState.CONNECTED
+
+
+def test_oversized_message_replaces_the_link(emu: Any, people: Any, make: Factory) -> None:
+    got = Collector()
+    listener = make(people.alice, max_message_bytes=4096)
+    listener.subscribe(got)
+    emu.send_raw(json.dumps({"jsonrpc": "2.0", "method": "x", "params": {"pad": "a" * 10_000}}), people.alice)
+    wait_until(lambda: listener.stats["disconnects"] == 1, 5, "the link replaced")
+    emu.send_message(people.bob, people.alice.address_id, "after")
+    got.wait(1)
+    assert got.texts == ["after"]
+
+
+def test_future_timestamp_does_not_poison_gap_fill(emu: Any, people: Any, make: Factory) -> None:
+    got = Collector()
+    listener = make(people.alice)
+    listener.subscribe(got)
+    group = emu.group_id(people.alice, people.bob.address_id)
+    frame = {
+        "jsonrpc": "2.0",
+        "id": "odd",
+        "method": "signalwire.event",
+        "params": {
+            "event_type": "conversation.message",
+            "params": {"id": "odd", "group_id": group, "text": "odd", "ts": 4102444800.0},
+        },
+    }
+    emu.send_raw(json.dumps(frame), people.alice)
+    got.wait(1)
+    emu.drop_connections(people.alice)
+    emu.send_message(people.bob, people.alice.address_id, "while down")
+    got.wait(2)
+    assert got.texts == ["odd", "while down"]
+
+
+def test_infinite_timeouts_are_accepted(emu: Any, people: Any, make: Factory) -> None:
+    listener = make(people.alice)
+    sub = listener.subscribe(timeout=float("inf"))
+    emu.send_message(people.bob, people.alice.address_id, "x")
+    assert sub.get(timeout=float("inf")).text == "x"
+    listener.close(timeout=float("inf"))
