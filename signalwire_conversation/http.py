@@ -26,6 +26,17 @@ Policy (DESIGN.md §3):
 - A 401 when the token is a callable: the callable is called once for a fresh token and the
   request is sent again (this does not count as a retry).
 
+Deadline: every attempt has a *total* deadline of ``connect + read`` seconds (with the default
+``timeout`` of ``(5, 30)``, 35 s), from the moment the request is sent to the last byte of the
+answer. ``requests``' own read timeout bounds each socket read, not the answer, so a server that
+sends one byte every few milliseconds would otherwise keep a call alive forever. When the
+deadline passes, the attempt fails with :class:`~signalwire_conversation.APITimeoutError` ("the
+server did not finish its answer within N s") and is retried like any other timeout (GET yes,
+POST never). A call therefore lasts at most ``(max_retries + 1) * (connect + read)`` plus the
+backoff waits. The deadline covers the status line, headers and body for the sessions the SDK
+creates; with your own ``session=``, only the body is checked (between the chunks read).
+``timeout=None`` disables it along with the other timeouts.
+
 Responses: a 2xx body must be JSON (or empty); anything else is a
 :class:`~signalwire_conversation.ResponseValidationError`. Bodies larger than
 ``max_response_bytes`` (16 MiB by default) are refused with the same error, without reading
@@ -39,6 +50,7 @@ import json
 import logging
 import platform
 import random
+import socket
 import threading
 import time
 from typing import Any, Mapping, MutableMapping, Optional, Tuple, Union
@@ -46,6 +58,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from . import _logging
@@ -327,6 +341,145 @@ def _request_id(headers: Mapping[str, str]) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# The per-attempt total deadline (sessions the SDK creates)
+# ---------------------------------------------------------------------------------------------
+
+# The deadline (time.monotonic()) of the attempt running on this thread, read by the
+# connection classes below when they start reading an answer.
+_attempt = threading.local()
+
+
+class _DeadlineExceeded(socket.timeout):
+    """Raised by a read once the attempt's total deadline has passed."""
+
+
+class _DeadlineSocket:
+    """A socket view whose every read is bounded by what is left of the attempt's deadline.
+
+    Only the reading side is wrapped (``recv``/``recv_into`` and the ``makefile("rb")`` that
+    ``http.client`` reads the status line, headers and body through); each read gets the
+    socket timeout ``min(read timeout, time left)``, and a read after the deadline raises
+    :class:`_DeadlineExceeded` (a ``socket.timeout``, which urllib3 reports as a read timeout).
+    """
+
+    def __init__(self, sock: Any, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._timeout: Optional[float] = sock.gettimeout()
+
+    def _arm(self) -> None:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise _DeadlineExceeded("the attempt's total deadline passed")
+        timeout = self._timeout
+        self._sock.settimeout(remaining if timeout is None or timeout > remaining else timeout)
+
+    def settimeout(self, value: Optional[float]) -> None:
+        self._timeout = value
+        self._sock.settimeout(value)
+
+    def gettimeout(self) -> Optional[float]:
+        return self._timeout
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self._arm()
+        return int(self._sock.recv_into(buffer, nbytes, flags))
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self._arm()
+        return bytes(self._sock.recv(bufsize, flags))
+
+    def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kwargs: Any) -> Any:
+        if mode != "rb" or kwargs:
+            return self._sock.makefile(mode, buffering, **kwargs)
+        import io
+
+        # what socket.makefile("rb") does, with this view as the raw reader
+        raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
+        self._sock._io_refs += 1
+        if buffering == 0:
+            return raw
+        return io.BufferedReader(raw, buffering if buffering and buffering > 0 else io.DEFAULT_BUFFER_SIZE)
+
+    def _decref_socketios(self) -> None:
+        self._sock._decref_socketios()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _DeadlineMixin:
+    """Wraps the connection's socket while ``getresponse()`` builds the answer's reader."""
+
+    sock: Any
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        deadline: Optional[float] = getattr(_attempt, "deadline", None)
+        sock = self.sock
+        if deadline is None or sock is None:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        view = _DeadlineSocket(sock, deadline)
+        self.sock = view
+        try:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            if self.sock is view:  # http.client sets it to None when it closed the connection
+                self.sock = sock
+
+
+class _DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineMixin, HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+_DEADLINE_POOLS = {"http": _DeadlineHTTPConnectionPool, "https": _DeadlineHTTPSConnectionPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """The adapter of the sessions the SDK creates: connections that honour the deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_DEADLINE_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if getattr(manager, "pool_classes_by_scheme", None) is not None and not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = dict(_DEADLINE_POOLS)
+        return manager
+
+
+def _passed(deadline: Optional[float]) -> bool:
+    # a few ms of slack: the socket timeout that fired was armed with the time left
+    return deadline is not None and time.monotonic() >= deadline - 0.005
+
+
+def _attempt_budget(timeout: Optional[Tuple[float, float]]) -> Optional[float]:
+    """The total deadline of one attempt, in seconds: connect + read (``None``: no timeout)."""
+    return None if timeout is None else timeout[0] + timeout[1]
+
+
+def _deadline_error(method: str, url: str, budget: float) -> APITimeoutError:
+    return APITimeoutError(
+        f"the server did not finish its answer within {budget:g} s "
+        f"(the per-attempt deadline: connect + read timeout)",
+        method=method,
+        url=url,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # The transport
 # ---------------------------------------------------------------------------------------------
 
@@ -374,7 +527,7 @@ class Transport:
         if session is None:
             session = requests.Session()
             # Room for many threads sharing one client without "pool is full" churn.
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+            adapter = _DeadlineAdapter(pool_connections=4, pool_maxsize=32)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
         self._session = session
@@ -442,6 +595,7 @@ class Transport:
         call_timeout = self.timeout if isinstance(timeout, NotGiven) else resolve_timeout(timeout)
         retries = self.max_retries if isinstance(max_retries, NotGiven) else resolve_max_retries(max_retries)
         data = None if json_body is None else json.dumps(json_body, separators=(",", ":"))
+        budget = _attempt_budget(call_timeout)
         refreshed = False
         attempt = 0
         while True:
@@ -449,20 +603,26 @@ class Transport:
             headers = self._headers(token, has_body=data is not None)
             self._log_request(method, url, params, data, attempt)
             started = time.monotonic()
+            deadline = None if budget is None else started + budget
             retry_after: Optional[float] = None
+            _attempt.deadline = deadline
             try:
                 response = self._send(method, url, headers=headers, params=params, data=data, timeout=call_timeout)
             except requests.exceptions.RequestException as exc:
                 error, retryable = classify_exception(method, url, exc)
+                if budget is not None and isinstance(error, APITimeoutError) and _passed(deadline):
+                    error = _deadline_error(method, url, budget)
                 if retryable and attempt < retries:
                     self._log_retry(method, url, attempt, retries, str(error), None)
                     self._sleep(self._retry_delay(attempt, None))
                     attempt += 1
                     continue
                 raise error from exc
+            finally:
+                _attempt.deadline = None
             try:
                 status = response.status_code
-                body = self._read_body(method, url, response)
+                body = self._read_body(method, url, response, deadline=deadline, budget=budget)
             except _BrokenBody as broken:
                 # the answer broke off mid-body: the server got the request, so only an
                 # idempotent method may be sent again
@@ -554,20 +714,34 @@ class Transport:
             headers["Content-Type"] = "application/json"
         return headers
 
-    def _read_body(self, method: str, url: str, response: requests.Response) -> bytes:
+    def _read_body(
+        self,
+        method: str,
+        url: str,
+        response: requests.Response,
+        *,
+        deadline: Optional[float] = None,
+        budget: Optional[float] = None,
+    ) -> bytes:
         length = response.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > self.max_response_bytes:
             raise self._too_large(method, url, response.status_code)
         chunks: list[bytes] = []
         size = 0
+        idempotent = method.upper() in IDEMPOTENT_METHODS
         try:
             for chunk in response.iter_content(_CHUNK):
                 size += len(chunk)
                 if size > self.max_response_bytes:
                     raise self._too_large(method, url, response.status_code)
                 chunks.append(chunk)
+                if deadline is not None and _passed(deadline):
+                    # (a custom session's connections are only checked here, between chunks)
+                    raise _BrokenBody(_deadline_error(method, url, budget or 0.0), idempotent)
         except requests.exceptions.RequestException as exc:
             error, retryable = classify_exception(method, url, exc, sent=True)
+            if budget is not None and deadline is not None and isinstance(error, APITimeoutError) and _passed(deadline):
+                error = _deadline_error(method, url, budget)
             raise _BrokenBody(error, retryable) from exc
         return b"".join(chunks)
 

@@ -95,7 +95,6 @@ def test_headers_then_silence(serve: Callable[..., hostile.RawServer]) -> None:
     assert isinstance(out.error, APITimeoutError), out
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_DEADLINE)
 def test_status_line_byte_by_byte_forever(serve: Callable[..., hostile.RawServer]) -> None:
     server = serve(hostile.trickle(interval=0.05))
     with client_for(server) as client:
@@ -104,7 +103,6 @@ def test_status_line_byte_by_byte_forever(serve: Callable[..., hostile.RawServer
     assert isinstance(out.error, APITimeoutError), out
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_DEADLINE)
 def test_body_byte_by_byte_forever(serve: Callable[..., hostile.RawServer]) -> None:
     server = serve(hostile.trickle_body(interval=0.05))
     with client_for(server) as client:

@@ -674,8 +674,28 @@ class OneShotServer:
                 pass
             if self.mode == "silent":
                 self.held.append(conn)  # never answer; closed by close()
+            elif self.mode.startswith("trickle"):
+                self._trickle(conn)
             else:
                 conn.close()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        """One byte every 20 ms (each read returns well within any read timeout), bounded."""
+        if self.mode == "trickle-body":
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+            conn.sendall(head + b'{"data": [')
+            stream = b" " * 2000
+        else:
+            stream = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 2000
+        try:
+            for i in range(len(stream)):
+                if self.stop.wait(0.02):
+                    break
+                conn.sendall(stream[i:i + 1])
+        except OSError:
+            pass  # the client gave up: what the test wants
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self.stop.set()
@@ -747,6 +767,29 @@ def test_real_read_timeout_post_not_retried_get_retried(server_factory: Any) -> 
         t.get("/api/fabric/messages")
     assert server.accepted == 3
     assert time.monotonic() - started < 5
+    t.close()
+
+
+@pytest.mark.parametrize("mode", ["trickle-head", "trickle-body"])
+def test_trickling_server_hits_the_total_deadline(server_factory: Any, mode: str) -> None:
+    """D3: requests' read timeout is per socket read; the attempt has a total deadline."""
+    server = server_factory(mode)
+    t = _transport(server.port, max_retries=1, timeout=(0.2, 0.3))
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError, match=r"did not finish its answer within 0.5 s"):
+        t.get("/api/fabric/messages")
+    elapsed = time.monotonic() - started
+    assert server.accepted == 2  # a GET is retried after the deadline, like any timeout
+    assert elapsed < 2.5, elapsed  # 2 attempts of 0.5 s (without the deadline: 40 s each)
+    t.close()
+
+
+def test_trickling_server_post_not_retried(server_factory: Any) -> None:
+    server = server_factory("trickle-head")
+    t = _transport(server.port, max_retries=2, timeout=(0.2, 0.3))
+    with pytest.raises(APITimeoutError, match="did not finish"):
+        t.post("/api/fabric/messages", json_body={"text": "x"})
+    assert server.accepted == 1
     t.close()
 
 
