@@ -5,7 +5,7 @@ Import: ``python -X importtime -c "import X"``, the cumulative time of the top-l
 heavy modules ``import signalwire_conversation`` pulls in (it must pull in none).
 
 Memory: a fresh process iterates N messages from the emulator and reports its peak RSS
-(``ru_maxrss``) over its baseline (after imports, ``Client()`` and a warm-up request); the raw
+(``VmHWM``) over its baseline (after imports, ``Client()`` and a warm-up request); the raw
 reference is the same walk with ``requests`` + ``json.loads`` keeping nothing. Idle listener: a
 fresh process subscribes and then sits idle; its thread count and CPU time over the idle window.
 """
@@ -104,19 +104,22 @@ def run_import(size: Size) -> CaseResult:
 
 # -- memory and idle: the child side ------------------------------------------------------------------
 def _rss_kb() -> Dict[str, int]:
+    # VmHWM (the peak RSS of this process image), not ru_maxrss: Linux carries ru_maxrss over
+    # execve, so a child of a big parent would start with the parent's peak.
     out = {"maxrss_kb": 0, "rss_kb": 0, "threads": 0}
-    import resource
-
-    out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         with open("/proc/self/status", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith("VmHWM:"):
+                    out["maxrss_kb"] = int(line.split()[1])
+                elif line.startswith("VmRSS:"):
                     out["rss_kb"] = int(line.split()[1])
                 elif line.startswith("Threads:"):
                     out["threads"] = int(line.split()[1])
-    except OSError:
-        pass
+    except OSError:  # not Linux: fall back on getrusage (kB on Linux, bytes on macOS)
+        import resource
+
+        out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return out
 
 
@@ -220,8 +223,9 @@ def run_memory(size: Size) -> CaseResult:
     if idle is not None:
         added = idle["threads_during"] - idle["threads_before"]
         cpu_pct = 100.0 * idle["cpu_seconds"] / idle["wall_seconds"]
+        # reader + dispatcher (DESIGN.md §3) + the token refresher, all blocked when idle
         result.rows.append(Row("threads added by a listener", "threads", float(added), compare="value",
-                               op="<=", bound=2.0))
+                               op="<=", bound=3.0))
         result.rows.append(Row("idle listener CPU", "% of a core", cpu_pct, compare="value", op="<=", bound=1.0))
         result.rows.append(Row("threads left after close()", "threads",
                                float(idle["py_threads_after_close"] - idle["py_threads_before"]),
