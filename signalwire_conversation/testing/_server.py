@@ -257,9 +257,10 @@ class Server:
                 except OSError:
                     pass
                 ws = self._ws
-                if ws is not None:
+                threads = getattr(ws, "handler_threads", None)
+                if ws is not None and threads is not None:
                     with ws.lock:  # what websockets' own handler does on exit
-                        ws.handler_threads.discard(threading.current_thread())
+                        threads.discard(threading.current_thread())
 
     def _peek_head(self, sock: socket.socket) -> bytes:
         deadline = time.monotonic() + HEAD_TIMEOUT
