@@ -7,6 +7,7 @@ many threads.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Type, Union
@@ -22,7 +23,7 @@ from .config import (
     resolve_hosts,
 )
 from .conversation import ConversationAPI
-from .errors import SignalWireError
+from .errors import SignalWireError, ValidationError
 from .http import TimeoutArg, Transport
 from .models import ConversationMessageEvent, event_from_message
 
@@ -55,13 +56,20 @@ class Client:
             :mod:`signalwire_conversation.http` for what is retried.
         session: a ``requests.Session`` to use (say, with proxies or a custom adapter). The
             client never closes a session it did not create.
-        allow_insecure: accept plain ``http``/``ws`` URLs for non-loopback hosts.
-        verify: TLS verification: ``True``, ``False`` (dangerous) or a CA bundle path. Used for
-            REST and the websocket.
+        allow_insecure: accept plain ``http``/``ws`` URLs for non-loopback hosts. Must be a
+            real ``bool`` (a string such as ``"no"`` read from an environment variable is
+            refused, not taken as true).
+        verify: TLS verification: ``True``, ``False`` (dangerous) or a CA bundle path (a
+            non-empty ``str``). Used for REST and the websocket.
         on_error: ``on_error(exc, event)`` receives what a subscription callback raised.
         on_state_change: ``on_state_change(state)`` receives each ``ConnectionState``.
         listener_options: extra keyword arguments for the realtime listener (ping watchdog,
-            backoff, queue size; see ``docs/realtime.md``).
+            backoff, queue size; see ``docs/realtime.md``). Checked here: an unknown name or a
+            bad value raises at construction, not at the first ``subscribe()``.
+
+    Raises:
+        ValidationError: an argument of the wrong type or value (naming it).
+        ConfigurationError: no usable token, or a host that is not allowed.
     """
 
     def __init__(
@@ -79,6 +87,16 @@ class Client:
         on_state_change: Optional[StateHook] = None,
         listener_options: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        _check_hook(on_error, "on_error")
+        _check_hook(on_state_change, "on_state_change")
+        _check_verify(verify)
+        if session is not None and not isinstance(session, requests.Session):
+            raise ValidationError("session", f"must be a requests.Session or None, got {type(session).__name__}")
+        if not isinstance(allow_insecure, bool):
+            raise ValidationError(
+                "allow_insecure", f"must be True or False, got {type(allow_insecure).__name__} {allow_insecure!r}"
+            )
+        options = _check_listener_options(listener_options)
         self._tokens = TokenProvider(token)
         hosts = resolve_hosts(
             self._tokens.header, base_url=base_url, relay_url=relay_url, allow_insecure=allow_insecure
@@ -90,7 +108,20 @@ class Client:
         self._verify = verify
         self._on_error = on_error
         self._on_state_change = on_state_change
-        self._listener_options = dict(listener_options or {})
+        self._listener_options = options
+        if options:
+            # the values are checked by the listener itself: build a throwaway one (it starts
+            # no thread; the real one is still built on the first subscribe())
+            from .realtime.listener import Listener as _Listener
+
+            try:
+                _Listener(tokens=self._tokens, relay_url=self.relay_url, fetch_missed=self._fetch_missed, **options)
+            except ValidationError as exc:
+                text = str(exc)
+                prefix = f"{exc.parameter}: "
+                raise ValidationError(
+                    f"listener_options[{exc.parameter!r}]", text[len(prefix):] if text.startswith(prefix) else text
+                ) from None
         self._transport = Transport(
             base_url=hosts.base_url,
             tokens=self._tokens,
@@ -193,3 +224,53 @@ class Client:
             f"Client(base_url={self.base_url!r}, relay_url={self.relay_url!r}, "
             f"token=<redacted {kind}>, {state})"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Constructor checks (before anything is built)
+# ---------------------------------------------------------------------------------------------
+
+# Listener parameters the Client passes itself (their own Client arguments set them).
+_CLIENT_SET = frozenset({"tokens", "relay_url", "fetch_missed", "on_error", "on_state_change", "verify"})
+
+
+def _check_hook(value: Any, name: str) -> None:
+    if value is not None and not callable(value):
+        raise ValidationError(name, f"must be a callable or None, got {type(value).__name__}")
+
+
+def _check_verify(value: Any) -> None:
+    if isinstance(value, bool):
+        return
+    if not isinstance(value, str):
+        raise ValidationError("verify", f"must be True, False or a CA bundle path (str), got {type(value).__name__}")
+    if not value.strip():
+        # requests would read "" as False: verification off, silently
+        raise ValidationError("verify", "must be True, False or a CA bundle path, got an empty string")
+
+
+def _listener_parameters() -> "frozenset[str]":
+    from .realtime.listener import Listener as _Listener
+
+    return frozenset(
+        name
+        for name, p in inspect.signature(_Listener.__init__).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ) - _CLIENT_SET
+
+
+def _check_listener_options(value: Any) -> "dict[str, Any]":
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            "listener_options", f"must be a mapping of listener keyword arguments, got {type(value).__name__}"
+        )
+    known = _listener_parameters()
+    for key in value:
+        if not isinstance(key, str) or key not in known:
+            hint = f" (pass {key}= to Client itself)" if key in _CLIENT_SET else ""
+            raise ValidationError(
+                "listener_options", f"unknown option {key!r}{hint}; known: {', '.join(sorted(known))}"
+            )
+    return dict(value)

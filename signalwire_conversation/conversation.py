@@ -48,9 +48,16 @@ __all__ = ["ConversationAPI", "TimeArg", "CallTimeout"]
 #: means no timeout, else seconds or a ``(connect, read)`` pair.
 CallTimeout = Union[TimeoutArg, NotGiven]
 
-#: What ``since``/``until`` accept: seconds since the epoch, or a ``datetime`` (a naive one is
-#: local time, as ``datetime.timestamp()`` reads it; pass an aware one to be explicit).
+#: What ``since``/``until`` accept: seconds since the epoch (finite, ``>= 0``; a value of 1e11 or
+#: more is milliseconds, as for wire timestamps), or a ``datetime`` (a naive one is local time, as
+#: ``datetime.timestamp()`` reads it; pass an aware one to be explicit) from 1970-01-01 UTC to
+#: the year 5138, the same range as numbers.
 TimeArg = Union[int, float, _dt.datetime]
+
+#: A numeric ``since``/``until`` at or above this (about the year 5138) is read as milliseconds,
+#: as the models read a wire timestamp (so ``since=message.ts`` works whatever unit the server
+#: used); in seconds, after that reading, it must be below it. A ``datetime`` must be too.
+MAX_EPOCH_SECONDS = 1e11
 
 #: When only ``limit`` is given, pages of at most this many items are requested.
 MAX_IMPLICIT_PAGE_SIZE = 100
@@ -98,7 +105,16 @@ def _check_time(value: Any, name: str) -> Optional[float]:
     if value is None:
         return None
     if isinstance(value, _dt.datetime):
-        return value.timestamp()
+        try:
+            seconds = value.timestamp()
+        except (ValueError, OverflowError, OSError) as exc:
+            # datetime.min/max (naive: read as local time) fall outside what the platform holds
+            raise ValidationError(name, f"the datetime {value!r} has no epoch timestamp: {exc}") from None
+        if not math.isfinite(seconds) or seconds < 0 or seconds >= MAX_EPOCH_SECONDS:
+            raise ValidationError(
+                name, f"must be between 1970-01-01 UTC and the year 5138, got {value.isoformat()}"
+            )
+        return seconds
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(
             name,
@@ -106,7 +122,15 @@ def _check_time(value: Any, name: str) -> Optional[float]:
         )
     if math.isnan(value) or math.isinf(value) or value < 0:
         raise ValidationError(name, f"must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
+    seconds = float(value)
+    if seconds >= MAX_EPOCH_SECONDS:
+        # milliseconds, as the models read a wire timestamp this large
+        seconds = seconds / 1000.0
+        if seconds >= MAX_EPOCH_SECONDS:
+            raise ValidationError(
+                name, f"must be seconds (below 1e11) or milliseconds (below 1e14) since the epoch, got {value!r}"
+            )
+    return seconds
 
 
 def _check_window(since: Any, until: Any) -> "tuple[Optional[float], Optional[float]]":
@@ -126,14 +150,20 @@ def _check_json_dict(value: Any, name: str) -> Optional[Dict[str, Any]]:
         raise ValidationError(name, "must have string keys only")
     try:
         json.dumps(value, allow_nan=False)
+    except RecursionError:
+        raise ValidationError(name, "is nested too deeply to be sent as JSON") from None
     except (TypeError, ValueError) as exc:
         raise ValidationError(name, f"must be JSON-serialisable: {exc}") from None
     return dict(value)
 
 
 def _check_timeout(value: Any) -> float:
+    """``subscribe``'s wait: positive seconds; ``float("inf")`` waits without a bound."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValidationError("timeout", f"must be a positive number of seconds, got {value!r}")
+        # (NaN fails ``value > 0`` too)
+        raise ValidationError(
+            "timeout", f"must be a positive number of seconds (or float('inf')), got {value!r}"
+        )
     return float(value)
 
 
@@ -380,8 +410,9 @@ class ConversationAPI:
         With ``callback``, it is called once per new message, in order, on the SDK's dispatcher
         thread. Without one, iterate the subscription or call ``get(timeout=...)``.
         ``address_id`` keeps only the messages of that conversation (joined first when needed).
-        Blocks until the websocket is connected and authenticated, at most ``timeout`` seconds;
-        a bad or revoked token raises :class:`~signalwire_conversation.AuthenticationError`.
+        Blocks until the websocket is connected and authenticated, at most ``timeout`` seconds
+        (``float("inf")``: no bound, wait until connected, refused or closed); a bad or revoked
+        token raises :class:`~signalwire_conversation.AuthenticationError`.
         """
         if callback is not None and not callable(callback):
             raise ValidationError("callback", f"must be callable or None, got {type(callback).__name__}")

@@ -189,7 +189,6 @@ def _deep(n: int) -> Dict[str, Any]:
     pytest.param("get_messages", dict(VALID, since=dt.datetime(1960, 1, 1, tzinfo=dt.timezone.utc)),
                  id="since-before-epoch-datetime"),
 ])
-@pytest.mark.xfail(strict=True, reason=DEFECT_D5)
 def test_known_unvalidated_arguments(client: Client, method: str, values: Dict[str, Any]) -> None:
     assert_refused_without_request(client, method, values)
 
@@ -245,7 +244,6 @@ def test_client_constructor_refuses(kwargs: Dict[str, Any], expected: type) -> N
     pytest.param({"allow_insecure": "no", "base_url": "http://example.com"}, id="allow_insecure-str"),
     pytest.param({"timeout": float("inf")}, id="timeout-inf"),
 ])
-@pytest.mark.xfail(strict=True, reason=DEFECT_D4)
 def test_client_constructor_refuses_unusable(kwargs: Dict[str, Any]) -> None:
     with pytest.raises((ValidationError, ConfigurationError)):
         Client(**{**_client_kwargs_ok(), **kwargs})

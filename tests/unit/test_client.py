@@ -261,3 +261,44 @@ def test_conversation_attribute() -> None:
     from signalwire_conversation import ConversationAPI
 
     assert isinstance(Client(TOKEN).conversation, ConversationAPI)
+
+
+# -- D4: the constructor refuses what it could not use -----------------------------------------
+
+
+@pytest.mark.parametrize("kwargs,parameter", [
+    pytest.param({"on_error": 5}, "on_error", id="on_error-int"),
+    pytest.param({"on_state_change": "x"}, "on_state_change", id="on_state_change-str"),
+    pytest.param({"verify": 5}, "verify", id="verify-int"),
+    pytest.param({"verify": ""}, "verify", id="verify-empty-str-would-disable-tls"),
+    pytest.param({"session": 5}, "session", id="session-int"),
+    pytest.param({"allow_insecure": "no", "base_url": "http://example.com"}, "allow_insecure", id="allow_insecure-str"),
+    pytest.param({"allow_insecure": 1}, "allow_insecure", id="allow_insecure-int"),
+    pytest.param({"listener_options": [1]}, "listener_options", id="listener_options-list"),
+    pytest.param({"listener_options": {"bogus": 1}}, "listener_options", id="listener_options-unknown"),
+    pytest.param({"listener_options": {"verify": False}}, "listener_options", id="listener_options-client-set"),
+    pytest.param({"listener_options": {"ping_timeout": -1}}, "listener_options['ping_timeout']",
+                 id="listener_options-bad-value"),
+])
+def test_constructor_refuses_unusable_arguments(kwargs: Any, parameter: str) -> None:
+    from signalwire_conversation import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        Client(TOKEN, **{"base_url": BASE, **kwargs})
+    assert info.value.parameter == parameter
+    assert parameter in str(info.value)
+
+
+def test_constructor_accepts_usable_arguments() -> None:
+    import requests
+
+    session = requests.Session()
+    c = Client(
+        TOKEN, base_url=BASE, verify="/etc/ssl/certs/ca-certificates.crt", session=session,
+        allow_insecure=False, on_error=lambda exc, ev: None, on_state_change=print,
+        listener_options={"ping_timeout": 5, "queue_size": 10},
+    )
+    assert c.connection_state is ConnectionState.IDLE  # no listener started by the check
+    assert threading.active_count() >= 1
+    c.close()
+    session.close()

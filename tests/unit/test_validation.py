@@ -11,11 +11,23 @@ import responses
 
 from signalwire_conversation import Client, ValidationError
 
-from .helpers import THEM
+from .helpers import THEM, FakeListener
 
 BAD_ADDRESS = [None, 123, "", "   ", b"addr", ["a"]]
 BAD_COUNT = [0, -1, 1.5, "10", True, False, [1]]
-BAD_TIME = ["yesterday", True, [1], {"t": 1}, math.nan, math.inf, -1, dt.date(2024, 1, 1)]
+BAD_TIME = ["yesterday", True, [1], {"t": 1}, math.nan, math.inf, -1, dt.date(2024, 1, 1),
+            # D5: no epoch timestamp (ValueError/OverflowError from datetime.timestamp()), or
+            # before the epoch (as -1 is refused, so is a datetime of 1960)
+            dt.datetime.min, dt.datetime.max, dt.datetime.min.replace(tzinfo=dt.timezone.utc),
+            dt.datetime(1960, 1, 1, tzinfo=dt.timezone.utc),
+            1e14, 1e300]  # past the year 5138 even when read as milliseconds
+
+
+def _deep(n: int) -> "dict[str, Any]":
+    d: "dict[str, Any]" = {}
+    for _ in range(n):
+        d = {"a": d}
+    return d
 
 
 def no_requests(rsps: responses.RequestsMock) -> None:
@@ -79,6 +91,12 @@ def test_since_equal_until_is_fine(client: Client, rsps: responses.RequestsMock)
     client.conversation.get_messages(since=100, until=100)
 
 
+def test_milliseconds_read_as_wire_timestamps_are(client: Client, rsps: responses.RequestsMock) -> None:
+    rsps.get("https://fabric.swire.io/api/fabric/messages", json={"data": [], "links": {}})
+    client.conversation.get_messages(since=1708192187729)  # e.g. a message's ts in ms
+    assert "since=1708192187.729" in rsps.calls[0].request.url
+
+
 def test_naive_datetime_is_local_time(client: Client, rsps: responses.RequestsMock) -> None:
     rsps.get("https://fabric.swire.io/api/fabric/messages", json={"data": [], "links": {}})
     naive = dt.datetime(2024, 1, 1, 12, 0, 0)
@@ -97,6 +115,7 @@ def test_naive_datetime_is_local_time(client: Client, rsps: responses.RequestsMo
         {"set": {1, 2}},
         {"nan": math.nan},
         {"b": b"bytes"},
+        _deep(5000),  # D5: json.dumps raised RecursionError
     ],
 )
 def test_metadata_and_details(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
@@ -107,6 +126,15 @@ def test_metadata_and_details(client: Client, rsps: responses.RequestsMock, bad:
 @pytest.mark.parametrize("bad", [0, -1, "5", True, None])
 def test_subscribe_timeout(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
     check(rsps, lambda: client.conversation.subscribe(timeout=bad), "timeout")
+
+
+def test_subscribe_timeout_infinite_means_no_bound(client: Client, rsps: responses.RequestsMock) -> None:
+    """D10: inf passes validation and reaches the listener, which waits without a bound."""
+    client.conversation.subscribe(timeout=math.inf)
+    (listener,) = FakeListener.instances
+    assert listener.subscribed[0]["timeout"] == math.inf
+    check(rsps, lambda: client.conversation.subscribe(timeout=math.nan), "timeout")
+    check(rsps, lambda: client.conversation.subscribe(timeout=-math.inf), "timeout")
 
 
 def test_subscribe_callback(client: Client, rsps: responses.RequestsMock) -> None:
