@@ -166,12 +166,9 @@ def test_valid_arguments_do_reach_the_server(client: Client, method: str) -> Non
         assert len(rsps.calls) >= 1
 
 
-# -- known gaps (defects D4, D5): each marked until the SDK validates them ------------------
+# -- former gaps (defects D4, D5), guarded ---------------------------------------------------
 
-DEFECT_D5 = (
-    "defect D5: conversation._check_json_dict/_check_time let RecursionError, ValueError and "
-    "OverflowError escape instead of a ValidationError"
-)
+# D5 (fixed upstream): these escaped as RecursionError/ValueError/OverflowError, or were sent.
 
 
 def _deep(n: int) -> Dict[str, Any]:
@@ -193,11 +190,8 @@ def test_known_unvalidated_arguments(client: Client, method: str, values: Dict[s
     assert_refused_without_request(client, method, values)
 
 
-DEFECT_D4 = (
-    "defect D4: Client() accepts arguments it cannot use (non-callable hooks, verify/session of "
-    "the wrong type, unknown listener_options, a non-bool allow_insecure, an infinite timeout); "
-    "they fail later with TypeError/OverflowError, or silently weaken security"
-)
+# D4: Client() accepted arguments it cannot use (non-callable hooks, verify/session of the
+# wrong type, unknown listener_options, a non-bool allow_insecure, an infinite timeout).
 
 
 def _client_kwargs_ok() -> Dict[str, Any]:

@@ -24,15 +24,8 @@ from .helpers import call_bounded, make_token
 LISTENER = {"connect_timeout": 1.0, "ping_timeout": 2.0, "backoff_initial": 0.05, "backoff_max": 0.2}
 FRAME_LIMIT_HINT = 16 * 1024 * 1024  # what we would expect a frame cap to be, at most
 
-DEFECT_D9 = (
-    "defect D9: realtime.connection.parse_frame lets RecursionError out of json.loads: one deeply "
-    "nested frame kills the reader thread and the listener stops for good (fatal)"
-)
-DEFECT_D8 = (
-    "defect D8: realtime.Connection has no maximum frame size and no deadline on a frame: "
-    "websocket-client buffers an endless frame in memory, and a frame trickled one byte at a "
-    "time keeps the reader blocked forever (the dead-link watchdog never runs)"
-)
+# Fixed upstream (45e5baa), guarded here: D8 (no frame cap, a trickled frame blocked the
+# reader forever), D9 (one deeply nested frame killed the listener), D10 (timeout=inf).
 
 
 @pytest.fixture
@@ -93,7 +86,6 @@ def test_silent_link_after_auth_is_replaced(relay: Any) -> None:
     del states
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_D8)
 def test_endless_frame_is_cut_off(relay: Any) -> None:
     budget = 48 * 1024 * 1024
     server = relay(hostile.relay_then(hostile.ws_stream_after_auth(budget)))
@@ -106,7 +98,6 @@ def test_endless_frame_is_cut_off(relay: Any) -> None:
         f"the client read {server.bytes_sent / 1e6:.0f} MB of one frame without cutting it off")
 
 
-@pytest.mark.xfail(strict=True, reason=DEFECT_D8)
 def test_trickled_frame_is_noticed(relay: Any) -> None:
     server = relay(hostile.relay_then(hostile.ws_trickle_after_auth(interval=0.05)))
     client = client_for(relay, server)
@@ -125,7 +116,7 @@ def test_trickled_frame_is_noticed(relay: Any) -> None:
     pytest.param(bytes([0x81, 4]) + b"\xff\xfe\xfd\xfc", id="invalid-utf8-text"),
     pytest.param(bytes([0x82, 3]) + b"\x00\x01\x02", id="binary"),
     pytest.param(hostile.ws_frame('{"jsonrpc":"2.0","method":"signalwire.event","params":' + "[" * 5000 + "]" * 5000 + "}"),
-                 id="deeply-nested", marks=pytest.mark.xfail(strict=True, reason=DEFECT_D9)),
+                 id="deeply-nested"),
     pytest.param(hostile.ws_frame('{"jsonrpc":"2.0","id":"e1","method":"signalwire.event","params":{"event_type":'
                                   '"conversation.message","params":{"id":"m","details":' + '{"a":' * 900 + "1" + "}" * 900 + "}}}"),
                  id="nested-event-payload"),
@@ -151,9 +142,6 @@ def test_garbage_after_auth_never_kills_the_listener(relay: Any, frame: bytes) -
         assert t.is_alive(), f"{t.name} died"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect D10: subscribe(timeout=float('inf')) passes validation (conversation._check_timeout, "
-    "listener._positive) and then Event.wait(inf) raises OverflowError"))
 def test_subscribe_timeout_infinite(relay: Any) -> None:
     """``timeout=float('inf')`` either waits (and works) or is refused with a ValidationError."""
     server = relay(hostile.relay_then(lambda conn, req, srv: srv.hold(conn)))
