@@ -163,4 +163,5 @@ def connected(make: Callable[..., Relay], sub: Subscriber, **params: Any) -> Rel
     result = r.connect(sub.token, **params)
     assert "result" in result, result
     r.event("signalwire.authorization.state")
+    r.request("signalwire.ping", {"timestamp": 0})  # frames are handled in order: the ack is in
     return r

@@ -140,6 +140,7 @@ def control(emu: Emulator, name: str, body: Any = None) -> requests.Response:
 def test_control_api(emu: Emulator, alice: Subscriber, bob: Subscriber, relay: Callable[..., Relay],
                      api_factory: Callable[[str], Api]) -> None:
     a = connected(relay, alice)
+    emu.wait_for(lambda: not emu.unacked_events())  # the authorization.state ack is in flight
     state = control(emu, "state").json()
     assert [c["subscriber"] for c in state["connections"]] == ["alice"]
     assert state["connections"][0]["authenticated"] is True
@@ -149,6 +150,7 @@ def test_control_api(emu: Emulator, alice: Subscriber, bob: Subscriber, relay: C
                                 "from_address_id": bob.address_id, "to_address_id": alice.address_id, "text": "inj"})
     assert r.status_code == 200 and r.json()["text"] == "inj"
     frame = a.event(ack=False)
+    emu.wait_for(lambda: len(emu.unacked_events()) == 1)
     assert control(emu, "state").json()["unacked"][state["connections"][0]["id"]] == [frame["id"]]
     a.ack(frame)
     assert control(emu, "fail_next", {"n": 1, "status": 503, "retry_after": 1, "method": "GET",
