@@ -24,6 +24,8 @@ from ._report import CaseResult, Row
 from ._serve import ServerProcess, bench_text, sent_at
 
 SENDER = "alice"
+#: client CPU seconds per event of the last runs (process-wide: every thread of the client)
+_CPU: List[float] = []
 
 
 def _start_emulator(emu: ServerProcess, names: List[str]) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
@@ -113,13 +115,16 @@ def _raw_throughput(push: Any, relay_url: str, token: str, size: Size, skip_utf8
         push.finish()
         push.unacked()
         push.prepare(size.rt_events)
+        cpu = time.process_time()
         started = time.perf_counter()
         push.start()
         ended = relay.receive(size.rt_events)
+        cpu = time.process_time() - cpu
         server_seconds = push.finish()
         unacked = push.unacked()
     finally:
         relay.close()
+    _CPU.append(cpu / size.rt_events)
     return size.rt_events / (ended - started), server_seconds, unacked
 
 
@@ -139,10 +144,12 @@ def _sdk_throughput(push: Any, urls: Dict[str, Any], relay_url: str, token: str,
         push.unacked()
         push.prepare(size.rt_events)
         counter.arm(size.rt_events)
+        cpu = time.process_time()
         started = time.perf_counter()
         push.start()
         if not counter.wait(timeout):
             raise TimeoutError(f"SDK: {counter.count}/{size.rt_events} events in {timeout} s")
+        _CPU.append((time.process_time() - cpu) / size.rt_events)
         server_seconds = push.finish()
         unacked = push.unacked()
     finally:
@@ -212,10 +219,12 @@ def _slack_throughput(push: _BlastPush, api_url: str, size: Size) -> Tuple[float
         push.unacked()
         push.prepare(size.rt_events)
         counter.arm(size.rt_events)
+        cpu = time.process_time()
         started = time.perf_counter()
         push.start()
         if not counter.wait(timeout):
             raise TimeoutError(f"slack_sdk: {counter.count}/{size.rt_events} events in {timeout} s")
+        _CPU.append((time.process_time() - cpu) / size.rt_events)
         server_seconds = push.finish()
         unacked = push.unacked()
     finally:
@@ -229,6 +238,7 @@ def run_throughput(size: Size) -> CaseResult:
     figures: Dict[str, List[float]] = {k: [] for k in ("emu_raw", "emu_sdk", "raw", "sdk", "slack")}
     server_s: Dict[str, List[float]] = {k: [] for k in figures}
     unacked: Dict[str, int] = {k: 0 for k in figures}
+    cpu_us: Dict[str, List[float]] = {k: [] for k in figures}
     errors: Dict[str, str] = {}
     with ServerProcess("emulator") as emu, ServerProcess("blast") as blast:
         urls, subs = _start_emulator(emu, ["raw", "sdk"])
@@ -256,6 +266,7 @@ def run_throughput(size: Size) -> CaseResult:
                 except (SDKUnavailable, ImportError) as exc:
                     errors[name] = str(exc)
                     continue
+                cpu_us[name].append(_CPU[-1] * 1e6)
                 figures[name].append(eps)
                 server_s[name].append(secs)
                 unacked[name] = max(unacked[name], left)
@@ -276,6 +287,11 @@ def run_throughput(size: Size) -> CaseResult:
     )
     result.notes.append(f"frames {frame_bytes} bytes; best of {size.repeats}; every run (ev/s): "
                         + "; ".join(f"{k} {_fmt_list(v)}" for k, v in figures.items()))
+    result.notes.append(
+        "client CPU per event, µs (best; every thread of the client process; less sensitive to a "
+        "loaded machine than events/s): "
+        + ", ".join(f"{k} {min(v):.1f}" for k, v in cpu_us.items() if v)
+    )
     result.notes.append(
         f"raw loop with websocket-client defaults (UTF-8 check on): {defaults_eps:,.0f} ev/s"
         + (f" ({defaults_eps / top['raw']:.2f} of the floor)" if top["raw"] else "")
