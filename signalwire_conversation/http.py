@@ -37,6 +37,16 @@ backoff waits. The deadline covers the status line, headers and body for the ses
 creates; with your own ``session=``, only the body is checked (between the chunks read).
 ``timeout=None`` disables it along with the other timeouts.
 
+Links to other hosts: the token is only sent where the base URL lives. An absolute URL (a
+pagination ``next``/``prev`` link) is followed when it has the base URL's exact origin (scheme,
+host, port), or, because the live backend's links may name the *space* host
+(``https://example.signalwire.com/...``) rather than ``fabric.signalwire.com`` (PROTOCOL.md
+§1.5), when it is ``https`` on the default port (or the base URL's port) to a host in the base
+URL's parent domain (base ``fabric.signalwire.com``: any ``*.signalwire.com``). An IP-address or
+loopback base URL allows its exact origin only. Anything else (another domain, plain ``http`` to
+another origin) is refused with :class:`~signalwire_conversation.ResponseValidationError` before
+any request: the SDK never hands your token to a host you did not configure.
+
 Responses: a 2xx body must be JSON (or empty); anything else is a
 :class:`~signalwire_conversation.ResponseValidationError`. Bodies larger than
 ``max_response_bytes`` (16 MiB by default) are refused with the same error, without reading
@@ -54,7 +64,7 @@ import socket
 import threading
 import time
 from typing import Any, Mapping, MutableMapping, Optional, Tuple, Union
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -68,6 +78,7 @@ from .config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     TokenProvider,
+    is_loopback_host,
     normalize_timeout,
 )
 from .errors import (
@@ -92,6 +103,7 @@ __all__ = [
     "should_retry_status",
     "classify_exception",
     "parse_retry_after",
+    "link_allowed",
     "make_status_error",
     "user_agent",
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -269,6 +281,58 @@ def parse_retry_after(headers: Mapping[str, str], *, now: Optional[float] = None
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         return None
     return max(0.0, seconds)
+
+
+def _origin(parts: SplitResult) -> Tuple[str, str, Optional[int]]:
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port out of range or not a number
+        port = -1
+    if port is None:
+        port = {"https": 443, "http": 80}.get(scheme)
+    return scheme, (parts.hostname or "").lower().rstrip("."), port
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def link_allowed(base_url: str, url: str) -> bool:
+    """Whether the token may be sent to the absolute ``url`` of a client whose base is ``base_url``.
+
+    Yes for the base URL's exact origin; yes for ``https`` (default port or the base's port) to
+    a host under the base host's parent domain (``fabric.signalwire.com`` -> ``*.signalwire.com``),
+    when the base is itself ``https`` on a DNS name with at least three labels; no otherwise.
+
+    >>> link_allowed("https://fabric.signalwire.com", "https://example.signalwire.com/api/x")
+    True
+    >>> link_allowed("https://fabric.signalwire.com", "http://example.signalwire.com/api/x")
+    False
+    >>> link_allowed("https://fabric.signalwire.com", "https://signalwire.com.evil.io/api/x")
+    False
+    """
+    b_scheme, b_host, b_port = _origin(urlsplit(base_url))
+    l_scheme, l_host, l_port = _origin(urlsplit(url))
+    if not l_host:
+        return False
+    if (l_scheme, l_host, l_port) == (b_scheme, b_host, b_port):
+        return True
+    if b_scheme != "https" or l_scheme != "https" or l_port not in (443, b_port):
+        return False
+    if _is_ip(b_host) or is_loopback_host(b_host) or _is_ip(l_host):
+        return False
+    labels = b_host.split(".")
+    if len(labels) < 3:
+        return False  # "signalwire.com" itself: its parent would be a public suffix
+    parent = ".".join(labels[1:])
+    return l_host == parent or l_host.endswith("." + parent)
 
 
 def make_status_error(
@@ -549,9 +613,19 @@ class Transport:
             self._session.close()
 
     def url_for(self, path: str) -> str:
-        """Absolute URLs verbatim; relative paths joined to the base URL."""
-        if urlsplit(path).scheme:
-            return path
+        """Absolute URLs verbatim (when :func:`link_allowed`); relative paths joined to the base URL.
+
+        Raises:
+            ResponseValidationError: an absolute URL on a host the token must not go to.
+        """
+        if urlsplit(path).scheme or path.startswith("//"):
+            url = urljoin(self.base_url, path)
+            if not link_allowed(self.base_url, url):
+                raise ResponseValidationError(
+                    f"the server's link {_logging.redact(url)[:300]} points away from {self.base_url.rstrip('/')} "
+                    f"(another host, or plain http); not following it with your token"
+                )
+            return url
         return urljoin(self.base_url, path.lstrip("/"))
 
     def get(

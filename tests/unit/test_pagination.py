@@ -62,14 +62,15 @@ def test_lazy_iteration_fetches_only_when_needed(client: Client, rsps: responses
 
 
 def test_next_link_absolute_is_followed_verbatim(client: Client, rsps: responses.RequestsMock) -> None:
-    other = "https://space.signalwire.com/api/fabric/messages?page_number=1&page_token=PA1"
+    # the space host (PROTOCOL.md §1.5), under the base URL's parent domain
+    other = "https://space.swire.io/api/fabric/messages?page_number=1&page_token=PA1"
     serve(rsps, {
         "": page_body([message(1, 10)], next_=other),
     })
     rsps.get(other, json=page_body([message(2, 9)]))
     assert [m.id for m in client.conversation.get_messages()] == ["m1", "m2"]
     second = rsps.calls[1].request
-    assert urlsplit(second.url).netloc == "space.signalwire.com"
+    assert urlsplit(second.url).netloc == "space.swire.io"
     assert q(rsps.calls[1]) == {"page_number": ["1"], "page_token": ["PA1"]}
     assert second.headers["Authorization"].startswith("Bearer ")
 
@@ -285,3 +286,53 @@ def test_html_escapes_content(client: Client, rsps: responses.RequestsMock) -> N
 
 def test_page_is_generic_and_exported() -> None:
     assert Page[int] is not None
+
+
+# -- D6: the token follows a link only to the base URL's site -----------------------------------
+
+
+@pytest.mark.parametrize("link", [
+    "http://evil.example.com/api/fabric/messages?p=2",      # plain http, remote
+    "https://evil.example.com/api/fabric/messages?p=2",     # another domain
+    "https://swire.io.evil.example.com/api/fabric/messages?p=2",  # suffix trick
+    "http://fabric.swire.io/api/fabric/messages?p=2",       # downgrade to http, same host
+    "https://space.swire.io:8443/api/fabric/messages?p=2",  # same site, another port
+    "//evil.example.com/api/fabric/messages?p=2",           # scheme-relative
+    "https://127.0.0.1/api/fabric/messages?p=2",
+])
+def test_link_to_another_origin_is_refused(client: Client, rsps: responses.RequestsMock, link: str) -> None:
+    from signalwire_conversation import ResponseValidationError
+
+    rsps.get(URL, json=page_body([message(1, 3)], next_=link))
+    page = client.conversation.get_messages()
+    assert page.has_next
+    with pytest.raises(ResponseValidationError, match="not following it with your token"):
+        page.next_page()
+    assert len(rsps.calls) == 1  # nothing was sent to the link
+
+
+@pytest.mark.parametrize("link", [
+    f"{URL}?p=2",                                           # the base URL's origin
+    "https://fabric.swire.io:443/api/fabric/messages?p=2",  # the same, explicit port
+    "https://space.swire.io/api/fabric/messages?p=2",       # the space host (PROTOCOL.md §1.5)
+    "https://swire.io/api/fabric/messages?p=2",
+    "/api/fabric/messages?p=2",                             # relative
+])
+def test_link_within_the_site_is_followed(client: Client, rsps: responses.RequestsMock, link: str) -> None:
+    target = link.split("?")[0] if link.startswith("https://") else URL
+    rsps.get(URL, json=page_body([message(1, 3)], next_=link), match=[responses.matchers.query_string_matcher("")])
+    rsps.get(target, json=page_body([message(2, 2)]), match=[responses.matchers.query_string_matcher("p=2")])
+    assert [m.id for m in client.conversation.get_messages()] == ["m1", "m2"]
+    assert rsps.calls[1].request.headers["Authorization"].startswith("Bearer ")
+
+
+def test_loopback_base_allows_its_exact_origin_only() -> None:
+    from signalwire_conversation.http import link_allowed
+
+    base = "http://127.0.0.1:8080"
+    assert link_allowed(base, "http://127.0.0.1:8080/api/x?p=2")
+    assert not link_allowed(base, "http://127.0.0.1:8081/api/x")
+    assert not link_allowed(base, "http://localhost:8080/api/x")
+    assert not link_allowed(base, "https://127.0.0.1:8080/api/x")
+    assert not link_allowed("https://fabric.swire.io", "https://[::1]/x")
+    assert not link_allowed("https://signalwire.com", "https://evil.com/x")
