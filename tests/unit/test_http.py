@@ -531,8 +531,11 @@ def test_default_cap_is_16_mib() -> None:
 
 
 def test_absolute_urls_verbatim_relative_joined() -> None:
+    t = Transport(base_url="https://api.h.example/prefix", tokens=TokenProvider(TOKEN))
+    assert t.url_for("https://space.h.example/x?a=1") == "https://space.h.example/x?a=1"
+    with pytest.raises(ResponseValidationError, match="not following it with your token"):
+        t.url_for("https://other.example/x?a=1")  # D6: the token stays on the base URL's site
     t = Transport(base_url="https://h.example/prefix", tokens=TokenProvider(TOKEN))
-    assert t.url_for("https://other.example/x?a=1") == "https://other.example/x?a=1"
     assert t.url_for("/api/fabric/messages") == "https://h.example/prefix/api/fabric/messages"
     assert t.url_for("api/x") == "https://h.example/prefix/api/x"
 
