@@ -58,3 +58,34 @@ def test_get_logger_names() -> None:
     assert get_logger().name == "signalwire_conversation"
     assert get_logger("http").name == "signalwire_conversation.http"
     assert len(get_logger("http").filters) == 1  # the filter is added once
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the relay refused the token: signalwire.connect failed",
+        "token=expired",
+        "authorization: required",
+        "'token': 'missing'",
+        '{"token": "not-a-valid-one"}',
+        "access_token=please_refresh_it_now",  # long, but a lowercase phrase
+        "Token: reauthenticate_required_now",
+    ],
+)
+def test_redact_keeps_words_after_a_token_key(text: str) -> None:
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    "text,secret",
+    [
+        ("token=PT3f1c2e9a0b7d4c6e8f&x=1", "PT3f1c2e9a0b7d4c6e8f"),
+        ('{"refresh_token": "r3Fr35h-T0k3n_AbCdEf"}', "r3Fr35h-T0k3n_AbCdEf"),
+        ("authorization: dGhpc0lzQVNlY3JldFZhbHVl", "dGhpc0lzQVNlY3JldFZhbHVl"),
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+        ("access_token=abcdefghijklmnopqrstuvwxyz0123", "abcdefghijklmnopqrstuvwxyz0123"),
+    ],
+)
+def test_redact_removes_opaque_credentials(text: str, secret: str) -> None:
+    out = redact(text)
+    assert secret not in out and "<redacted>" in out
