@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import reprlib
-from typing import Any, Callable, Dict, Mapping, Optional, Type, TypeVar, cast
+from operator import attrgetter
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple, Type, TypeVar, cast
 
 import attrs
 import cattrs
@@ -66,22 +67,48 @@ def timestamp_to_datetime(value: Optional[float]) -> Optional[_dt.datetime]:
 
 
 class _Model:
-    """Behaviour shared by every model: ``to_dict()`` and a compact HTML table for notebooks."""
+    """Behaviour shared by every model: ``to_dict()``/``from_dict()`` and an HTML table for notebooks."""
 
     __slots__ = ()
 
+    # Per class (filled in by _prepare below): the names to_dict() emits (all fields but
+    # ``extra``) and one attrgetter that reads them all in a single C call.
+    _dict_names: ClassVar[Tuple[str, ...]] = ()
+    _dict_getter: ClassVar[Callable[[Any], Tuple[Any, ...]]]
+    _has_extra: ClassVar[bool] = False
+
     def to_dict(self) -> JSONDict:
-        """A plain ``dict`` with the SDK's field names (unknown wire fields included)."""
-        out: JSONDict = {}
-        for a in attrs.fields(cast(Any, type(self))):
-            if a.name == "extra":
-                continue
-            out[a.name] = _plain(getattr(self, a.name))
-        extra = getattr(self, "extra", None)
-        if extra:
-            for key, value in extra.items():
-                out.setdefault(key, _plain(value))
+        """A plain ``dict`` with the SDK's field names (unknown wire fields included).
+
+        JSON-ready and independent of the model: nested mappings are copied (tuples become
+        lists). :meth:`from_dict` reads it back (also after a trip through ``json``).
+        """
+        cls = type(self)
+        names = cls._dict_names
+        values = cls._dict_getter(self)
+        out: JSONDict = dict(zip(names, values))
+        if not _SCALARS.issuperset(map(type, values)):
+            for name, value in zip(names, values):
+                if type(value) not in _SCALARS:
+                    out[name] = _plain(value)
+        if cls._has_extra:
+            extra = self.extra  # type: ignore[attr-defined]
+            if extra:
+                for key, value in extra.items():
+                    if key not in out:
+                        out[key] = value if type(value) in _SCALARS else _plain(value)
         return out
+
+    @classmethod
+    def from_dict(cls: Type[_M], data: Mapping[str, Any]) -> _M:
+        """The model from a ``dict``: the output of :meth:`to_dict` (also after ``json``) or a
+        wire payload, decoded by the same converter as every API answer (tolerant coercions,
+        unknown keys kept).
+
+        Raises:
+            ResponseValidationError: ``data`` is not a mapping or lacks a required field.
+        """
+        return cast(_M, _FROM_DICT[cls](data))
 
     def _repr_html_(self) -> str:
         from html import escape
@@ -91,6 +118,10 @@ class _Model:
             for k, v in self.to_dict().items()
         )
         return f"<table><caption>{escape(type(self).__name__)}</caption>{rows}</table>"
+
+
+_M = TypeVar("_M", bound=_Model)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 _REPR = reprlib.Repr()
@@ -113,9 +144,18 @@ def _plain(value: Any) -> Any:
     """A deep copy made of ``dict``/``list`` (tuples become lists), without recursion.
 
     Iterative on purpose: a payload nested thousands of levels deep (which ``json.loads``
-    accepts) must not make ``to_dict()`` raise ``RecursionError``.
+    accepts) must not make ``to_dict()`` raise ``RecursionError``. Fast path: a flat ``dict``,
+    ``list`` or ``tuple`` of plain scalars (the common ``metadata``/``details``/``address_ids``)
+    is copied in one C call, without the stack.
     """
-    if not isinstance(value, _CONTAINERS):
+    cls = type(value)
+    if cls is dict:
+        if not value or _SCALARS.issuperset(map(type, value.values())):
+            return dict(value)
+    elif cls is list or cls is tuple:
+        if _SCALARS.issuperset(map(type, value)):
+            return list(value)
+    elif not isinstance(value, _CONTAINERS):
         return value
     holder: list[Any] = [None]
     stack: list[tuple[Any, Any, Any]] = [(value, holder, 0)]
@@ -457,6 +497,152 @@ _sent_hook = _decoder(SentMessage, _sent_dialect, (), keep_extra=False)
 _subscriber_hook = _decoder(SubscriberInfo, _subscriber_dialect, (), keep_extra=False)
 
 
+# -- per-class to_dict() tables ---------------------------------------------------------------
+
+
+def _prepare(cls: Type[_Model]) -> None:
+    names = tuple(a.name for a in attrs.fields(cast(Any, cls)) if a.name != "extra")
+    cls._dict_names = names
+    cls._dict_getter = attrgetter(*names)
+    cls._has_extra = "extra" in attrs.fields_dict(cast(Any, cls))
+
+
+for _cls in (Conversation, ConversationMessage, ConversationMessageEvent, JoinResult, SentMessage, SubscriberInfo):
+    _prepare(_cls)
+
+
+# -- the fast path of the two hot decoders (REST message lists, live events) -------------------
+#
+# For a payload whose values already have the model's types (what a sane server sends), the
+# generated hook would return every value unchanged: this path does exactly that, inline, and
+# calls the model's generated __init__ once. Anything else (a number as a string, a list where a
+# mapping belongs, ...) goes through the converter above, so the coercions live in one place.
+
+def _builder(cls: Type[M]) -> Callable[..., M]:
+    """A positional constructor for ``cls`` that fills its slots directly.
+
+    Exactly what the generated frozen ``__init__`` does for these classes (one
+    ``object.__setattr__`` per field, nothing else), minus the keyword-argument parsing, which
+    is most of its cost. The instance is as frozen as any other. Only valid while the class has
+    no validator, converter, ``on_setattr`` hook or ``__attrs_post_init__``/``__attrs_pre_init__``:
+    checked here, at import, so adding one fails loudly instead of being skipped.
+    """
+    fields = attrs.fields(cast(Any, cls))
+    for a in fields:
+        if a.validator is not None or a.converter is not None or a.on_setattr not in (None, attrs.setters.NO_OP):
+            raise TypeError(f"{cls.__name__}.{a.name}: the fast builder cannot run validators or converters")
+    if hasattr(cls, "__attrs_post_init__") or hasattr(cls, "__attrs_pre_init__"):
+        raise TypeError(f"{cls.__name__}: the fast builder cannot run __attrs_post_init__/__attrs_pre_init__")
+    # generated (as attrs generates __init__): one positional parameter and one slot store
+    # (the slot's member descriptor) per field
+    namespace: Dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    args = ", ".join(f"v{i}" for i in range(len(fields)))
+    lines = [f"def build({args}):", "    obj = _new(_cls)"]
+    for i, a in enumerate(fields):
+        namespace[f"_set{i}"] = getattr(cls, a.name).__set__
+        lines.append(f"    _set{i}(obj, v{i})")
+    lines.append("    return obj")
+    exec("\n".join(lines), namespace)  # noqa: S102 - fixed source built from field names above
+    return cast(Callable[..., M], namespace["build"])
+
+
+_MESSAGE_NAMES = frozenset(a.name for a in attrs.fields(ConversationMessage))
+_EVENT_NAMES = frozenset(a.name for a in attrs.fields(ConversationMessageEvent))
+_ALIASES = frozenset({"group_id", "from_fabric_address_id", "from_address_id"})
+_MESSAGE_NAMES_AND_ALIASES = _MESSAGE_NAMES | _ALIASES
+_EVENT_NAMES_AND_ALIASES = _EVENT_NAMES | _ALIASES
+_STR = (str, type(None))
+_NUM = (float, int, type(None))
+
+
+# field order of attrs.fields(): the builders take the values in that order
+assert [a.name for a in attrs.fields(ConversationMessageEvent)] == [
+    "id", "conversation_id", "user_id", "ts", "details", "type", "subtype", "kind", "text", "metadata",
+    "extra", "hidden", "address_id", "conversation_name", "user_name", "is_author", "recovered",
+]
+_build_message = _builder(ConversationMessage)
+_build_event = _builder(ConversationMessageEvent)
+
+
+def _fast_message(data: JSONDict, event: bool) -> Any:
+    """The model for a well-typed payload, or ``None`` when the converter must decide."""
+    get = data.get
+    conversation_id = get("conversation_id")
+    alias_c: Optional[str] = None
+    if conversation_id is None:
+        conversation_id = get("group_id")
+        if conversation_id is not None:
+            alias_c = "group_id"
+    user_id = get("user_id")
+    alias_u: Optional[str] = None
+    if user_id is None:
+        for alias in ("from_fabric_address_id", "from_address_id"):
+            user_id = get(alias)
+            if user_id is not None:
+                alias_u = alias
+                break
+    id_ = get("id")
+    ts = get("ts")
+    details = get("details")
+    type_ = get("type")
+    subtype = get("subtype")
+    kind = get("kind")
+    text = get("text")
+    metadata = get("metadata")
+    if (
+        type(id_) not in _STR
+        or type(conversation_id) not in _STR
+        or type(user_id) not in _STR
+        or type(type_) not in _STR
+        or type(subtype) not in _STR
+        or type(kind) not in _STR
+        or type(text) not in _STR
+        or type(ts) not in _NUM
+        or (details is not None and type(details) is not dict)
+        or (metadata is not None and type(metadata) is not dict)
+    ):
+        return None
+    # keys the model does not know (an alias that was not used counts), in the payload's order
+    if (_EVENT_NAMES_AND_ALIASES if event else _MESSAGE_NAMES_AND_ALIASES).issuperset(data):
+        # (no allocation on the common path: only known names and aliases)
+        extra: JSONDict = {}
+        if alias_c is None and "group_id" in data:
+            extra["group_id"] = data["group_id"]
+        if "from_fabric_address_id" in data and alias_u != "from_fabric_address_id":
+            extra["from_fabric_address_id"] = data["from_fabric_address_id"]
+        if "from_address_id" in data and alias_u != "from_address_id":
+            extra["from_address_id"] = data["from_address_id"]
+    else:
+        names = _EVENT_NAMES if event else _MESSAGE_NAMES
+        extra = {k: v for k, v in data.items() if k not in names and k != alias_c and k != alias_u}
+    if details is None:
+        details = {}
+    if metadata is None:
+        metadata = {}
+    if not event:
+        return _build_message(
+            id_, conversation_id, user_id, ts, details, type_, subtype, kind, text, metadata, extra
+        )
+    hidden = get("hidden", False)
+    if type(hidden) is not bool:
+        hidden = _bool(hidden)
+    is_author = get("is_author")
+    if is_author is not None and type(is_author) is not bool:
+        is_author = _bool(is_author)
+    recovered = get("recovered", False)
+    if type(recovered) is not bool:
+        recovered = False if recovered is None else _bool(recovered)
+    address_id = get("address_id")
+    conversation_name = get("conversation_name")
+    user_name = get("user_name")
+    if type(address_id) not in _STR or type(conversation_name) not in _STR or type(user_name) not in _STR:
+        return None
+    return _build_event(
+        id_, conversation_id, user_id, ts, details, type_, subtype, kind, text, metadata, extra,
+        hidden, address_id, conversation_name, user_name, is_author, recovered,
+    )
+
+
 def decode_conversation(data: Any) -> Conversation:
     """Decode one item of ``GET /api/fabric/conversations`` (either wire generation)."""
     return _conversation_hook(data)
@@ -464,6 +650,10 @@ def decode_conversation(data: Any) -> Conversation:
 
 def decode_message(data: Any) -> ConversationMessage:
     """Decode one stored message of a message list (either wire generation)."""
+    if type(data) is dict:
+        message = _fast_message(data, False)
+        if message is not None:
+            return cast(ConversationMessage, message)
     return _message_hook(data)
 
 
@@ -473,7 +663,11 @@ def decode_event(payload: Any, *, is_author: Optional[bool] = None) -> Conversat
     Also accepts the output of :meth:`ConversationMessageEvent.to_dict`, so an event that went
     through a queue as JSON decodes back to an equal event.
     """
-    event = _event_hook(payload)
+    event: Optional[ConversationMessageEvent] = None
+    if type(payload) is dict:
+        event = _fast_message(payload, True)
+    if event is None:
+        event = _event_hook(payload)
     if is_author is not None and event.is_author is None:
         event = attrs.evolve(event, is_author=is_author)
     return event
@@ -511,3 +705,61 @@ def event_from_message(message: ConversationMessage) -> ConversationMessageEvent
         conversation_name=conversation_name,
         user_name=user_name,
     )
+
+
+def _join_from_dict(data: Any) -> JoinResult:
+    # to_dict() output carries the model's own names and the body in "raw"
+    if isinstance(data, Mapping) and isinstance(data.get("raw"), Mapping) and "fabric_address_ids" not in data:
+        return _fields_hook(JoinResult, data, ("group_id",))
+    return decode_join_result(data)
+
+
+def _sent_from_dict(data: Any) -> SentMessage:
+    if isinstance(data, Mapping) and isinstance(data.get("raw"), Mapping):
+        return _fields_hook(SentMessage, data, ())
+    return decode_sent_message(data)
+
+
+def _subscriber_from_dict(data: Any) -> SubscriberInfo:
+    if isinstance(data, Mapping) and isinstance(data.get("raw"), Mapping) and "fabric_addresses" not in data:
+        return _fields_hook(SubscriberInfo, data, ())
+    return decode_subscriber_info(data)
+
+
+_FIELD_HOOKS: Dict[type, Callable[[Any, Any], Any]] = {
+    cls: make_dict_structure_fn(cls, _converter, _cattrs_detailed_validation=False)
+    for cls in (JoinResult, SentMessage, SubscriberInfo)
+}
+
+
+def _fields_hook(cls: Type[M], data: Mapping[str, Any], required: Tuple[str, ...]) -> M:
+    """A model from its own field names (what to_dict() wrote), through the same type hooks."""
+    known = {a.name for a in attrs.fields(cast(Any, cls))}
+    d = {k: v for k, v in data.items() if k in known}
+    for name in required:
+        if d.get(name) in (None, ""):
+            raise ResponseValidationError(f"{cls.__name__} without {name!r}: {_preview(data)}")
+    try:
+        return cast(M, _FIELD_HOOKS[cls](d, cls))
+    except (TypeError, ValueError, cattrs.BaseValidationError) as exc:
+        raise ResponseValidationError(f"could not decode a {cls.__name__}: {exc}") from None
+
+
+def _mapping_only(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def from_dict(data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ResponseValidationError(f"from_dict() needs a mapping, got {type(data).__name__}")
+        return decode(data if type(data) is dict else dict(data))
+
+    return from_dict
+
+
+# ``Model.from_dict(d)``: the same decoders as the API answers (one converter).
+_FROM_DICT: Dict[type, Callable[[Any], Any]] = {
+    Conversation: _mapping_only(decode_conversation),
+    ConversationMessage: _mapping_only(decode_message),
+    ConversationMessageEvent: _mapping_only(decode_event),
+    JoinResult: _mapping_only(_join_from_dict),
+    SentMessage: _mapping_only(_sent_from_dict),
+    SubscriberInfo: _mapping_only(_subscriber_from_dict),
+}

@@ -257,3 +257,106 @@ def test_deep_payloads_do_not_recurse() -> None:
         depth += 1
     assert depth == 5000 and out == 1
     assert msg.to_dict()["details"] is not msg.details  # a copy, not the model's own dict
+
+
+# -- from_dict (the public inverse of to_dict) ---------------------------------------------------
+
+
+def _fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def _items(name: str) -> Any:
+    body = _fixture(name)
+    return body["data"] if isinstance(body, dict) and "data" in body else [body]
+
+
+@pytest.mark.parametrize("cls,decode,names", [
+    (Conversation, decode_conversation, CONVERSATIONS + CONVERSATION_PAGES),
+    (ConversationMessage, decode_message, MESSAGES + MESSAGE_PAGES),
+    (ConversationMessageEvent, lambda d: decode_event(d, is_author=True), EVENTS),
+])
+def test_from_dict_round_trips_through_json(cls: Any, decode: Callable[[Any], Any], names: Any) -> None:
+    for name in names:
+        for item in _items(name):
+            model = decode(item)
+            again = cls.from_dict(json.loads(json.dumps(model.to_dict())))
+            assert again == model, name
+            assert type(again) is cls
+            assert cls.from_dict(item) == decode(item) or cls is ConversationMessageEvent
+
+
+@pytest.mark.parametrize("cls,decode,names", [
+    ("JoinResult", decode_join_result, JOINS),
+    ("SentMessage", decode_sent_message, SENDS),
+    ("SubscriberInfo", decode_subscriber_info, SUBSCRIBERS),
+])
+def test_from_dict_of_answer_models(cls: str, decode: Callable[[Any], Any], names: Any) -> None:
+    import signalwire_conversation as sc
+
+    model_cls = getattr(sc, cls)
+    for name in names:
+        model = decode(_fixture(name))
+        assert model_cls.from_dict(json.loads(json.dumps(model.to_dict()))) == model, name
+        assert model_cls.from_dict(_fixture(name)) == model  # the wire body decodes too
+
+
+def test_from_dict_of_an_event_from_a_queue_keeps_extra_and_flags() -> None:
+    event = decode_event({"id": "e1", "group_id": "g", "ts": 1.5, "hidden": "true", "new_field": [1, {"a": 2}]},
+                         is_author=False)
+    back = ConversationMessageEvent.from_dict(json.loads(json.dumps(event.to_dict())))
+    assert back == event and back.hidden is True and back.is_author is False
+    assert back.extra == {"new_field": [1, {"a": 2}]}
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        back.text = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("bad", [None, [1], "x", 5])
+def test_from_dict_refuses_non_mappings(bad: Any) -> None:
+    with pytest.raises(ResponseValidationError):
+        ConversationMessageEvent.from_dict(bad)
+    with pytest.raises(ResponseValidationError):
+        Conversation.from_dict({"name": "no id"})
+
+
+# -- the fast decoding path decides exactly as the converter does --------------------------------
+
+
+@pytest.mark.parametrize("payload", [
+    {"id": "m", "group_id": "g", "from_fabric_address_id": "u", "ts": 1, "details": {}, "metadata": None},
+    {"id": "m", "conversation_id": "c", "group_id": "g", "user_id": "u", "from_address_id": "a"},
+    {"id": "m", "group_id": None, "from_fabric_address_id": None, "extra": {"x": 1}, "other": 2},
+    {"id": 5, "ts": "1700000000.5", "details": [1], "text": 7},  # coercions: the converter's path
+    {"id": "m", "ts": True, "hidden": "yes", "is_author": "0", "recovered": None},
+    {"id": "m", "hidden": None, "address_id": 3, "user_name": "n"},
+    {},
+])
+def test_fast_path_equals_the_converter(payload: Any) -> None:
+    from signalwire_conversation import models
+
+    assert decode_message(payload) == models._message_hook(payload)
+    expected = models._event_hook(payload)
+    assert decode_event(payload) == expected
+    assert decode_event(payload).extra == expected.extra
+
+
+def test_to_dict_copies_nested_values() -> None:
+    m = decode_message({"id": "m", "details": {"a": {"b": [1, 2]}}, "metadata": {"k": "v"}, "more": [{"x": 1}]})
+    d = m.to_dict()
+    d["details"]["a"]["b"].append(3)
+    d["metadata"]["k"] = "changed"
+    d["more"][0]["x"] = 2
+    assert m.details == {"a": {"b": [1, 2]}} and m.metadata == {"k": "v"} and m.extra == {"more": [{"x": 1}]}
+    info = decode_subscriber_info({"id": "s", "fabric_addresses": [{"id": "a1"}]})
+    assert info.to_dict()["address_ids"] == ["a1"]
+
+
+def test_fast_builder_refuses_classes_it_cannot_build() -> None:
+    from signalwire_conversation import models
+
+    @attrs.define(frozen=True, kw_only=True)
+    class Checked:
+        x: int = attrs.field(validator=attrs.validators.instance_of(int))
+
+    with pytest.raises(TypeError, match="validators"):
+        models._builder(Checked)
