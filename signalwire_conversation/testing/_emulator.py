@@ -9,7 +9,6 @@ import re
 import ssl
 import threading
 import time
-import uuid
 from types import TracebackType
 from typing import Any, Callable, Dict, Iterable, List, Optional, Type, Union
 
@@ -18,7 +17,17 @@ from ._http import Request, Response
 from ._relay import Relay
 from ._rest import RestContext
 from ._routes import Router
-from ._state import ConnectionInfo, EventRecord, FailRule, RecordedRequest, Session, Store, Subscriber
+from ._state import (
+    BinaryFrame,
+    ConnectionInfo,
+    EventRecord,
+    FailRule,
+    OutFrame,
+    RecordedRequest,
+    Session,
+    Store,
+    Subscriber,
+)
 
 __all__ = ["Emulator", "CONTROL_PREFIX"]
 
@@ -28,6 +37,8 @@ logger = logging.getLogger("signalwire_conversation.testing")
 CONTROL_PREFIX = "/__emulator__"
 
 SubscriberRef = Union[Subscriber, str]
+
+_MIN_GAP = 0.0005  # seconds between two runs of a wait_for predicate, at least
 
 
 def _is_loopback(host: str) -> bool:
@@ -59,6 +70,24 @@ class Emulator:
     derive their hosts from it build ``https://fabric.localhost:PORT`` and
     ``wss://puc.localhost:PORT`` (an IP literal would give them an invalid ``fabric.0.0.1``), so
     point clients at :attr:`base_url` / :attr:`relay_url` explicitly.
+
+    The public surface (docs/emulator.md has the details):
+
+    - lifecycle and addresses: :meth:`start`, :meth:`stop`, ``with``, :attr:`running`,
+      :attr:`base_url`, :attr:`relay_url`, :attr:`control_url`, :attr:`ch`, :attr:`project_id`,
+      :meth:`info`; settings changeable at run time: :attr:`latency`, :attr:`ping_interval`,
+      :attr:`honour_time_filters`, :attr:`default_page_size`;
+    - subscribers and tokens: :meth:`add_subscriber`, :meth:`subscriber`, :attr:`subscribers`,
+      :meth:`issue_token`, :meth:`revoke_token`;
+    - traffic: :meth:`send_message`, :meth:`send_messages`, :meth:`join`, :meth:`group_id`,
+      :meth:`messages`, :meth:`send_raw` (text, raw bytes or ``binary=True``);
+    - faults: :meth:`fail_next`, :attr:`latency`, :meth:`refuse_resume`,
+      :meth:`drop_connections`, :meth:`stop_pinging` / :meth:`start_pinging`,
+      :meth:`disconnect`, :meth:`clear_faults`, :meth:`reset`;
+    - observation: :attr:`requests`, :attr:`request_log`, :meth:`request_count`,
+      :attr:`connections` (open ones), :attr:`all_connections` (every connection since the last
+      reset, closed ones included), :meth:`unacked_events`, :meth:`wait_for`,
+      :meth:`wait_connected` (until a subscriber has N authenticated connections).
     """
 
     def __init__(
@@ -402,13 +431,26 @@ class Emulator:
             self._store.latency = 0.0
         self.start_pinging()
 
-    def send_raw(self, frame: Union[str, bytes], subscriber: Optional[SubscriberRef] = None) -> int:
-        """Send ``frame`` as is (text; bytes are decoded as UTF-8 with replacement) to every
-        open connection, or those of ``subscriber``; returns how many got it."""
-        text = frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
+    def send_raw(
+        self, frame: Union[str, bytes], subscriber: Optional[SubscriberRef] = None, *, binary: bool = False
+    ) -> int:
+        """Send ``frame`` as is to every open connection (not half-open ones), or those of
+        ``subscriber``; returns how many got it.
+
+        A ``str`` goes out as a text frame (UTF-8). ``bytes`` go out as a text frame carrying
+        exactly those bytes, valid UTF-8 or not, as a broken server would send them. With
+        ``binary=True`` the frame is a binary frame instead (``str`` is UTF-8 encoded first).
+        """
+        out: OutFrame
+        if binary:
+            out = BinaryFrame(frame.encode("utf-8") if isinstance(frame, str) else frame)
+        elif isinstance(frame, (str, bytes)):
+            out = frame
+        else:
+            raise TypeError("frame must be str or bytes")
         sessions = [s for s in self._sessions(subscriber) if not s.half_open]
         for session in sessions:
-            session.sink(text)
+            session.sink(out)
         return len(sessions)
 
     def disconnect(
@@ -482,20 +524,55 @@ class Emulator:
         """Return once ``predicate()`` is true; ``TimeoutError`` after ``timeout`` seconds.
 
         The predicate runs outside the emulator's lock (it may call the emulator or a client);
-        waits wake on every emulator change and at least every 20 ms.
+        waits wake on every emulator change and at least every 20 ms. A predicate is not run
+        again sooner than its own last run time, nor than 0.5 ms, after the previous run, so a
+        costly one (say ``unacked_events()`` over 40,000 events) does not starve the server
+        threads whose changes wake it.
         """
         deadline = time.monotonic() + timeout
-        for _ in range(int(timeout / 0.02) + 2):
+        changed = self._store.changed
+        turns = int(min(timeout, 86400.0) / _MIN_GAP) + 2  # each turn takes >= _MIN_GAP
+        for _ in range(turns):
+            started = time.monotonic()
             if predicate():
                 return
+            cost = time.monotonic() - started
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            with self._store.changed:
-                self._store.changed.wait(min(remaining, 0.02))
+            with changed:
+                changed.wait(min(remaining, 0.02))
+            gap = max(cost, _MIN_GAP) - (time.monotonic() - started - cost)
+            if gap > 0:
+                time.sleep(min(gap, max(0.0, deadline - time.monotonic())))  # a rate limit
         if predicate():
             return
         raise TimeoutError(message or f"condition not met within {timeout} s")
+
+    def wait_connected(
+        self, subscriber: SubscriberRef, count: int = 1, timeout: float = 5.0
+    ) -> List[ConnectionInfo]:
+        """Wait until ``subscriber`` has at least ``count`` open, authenticated connections
+        (a ``signalwire.connect`` accepted: every message posted from now on is pushed to them);
+        returns their snapshots, oldest first. ``TimeoutError`` after ``timeout`` seconds."""
+        sid = self._store.resolve(subscriber).subscriber_id
+        found: List[ConnectionInfo] = []
+
+        def ready() -> bool:
+            nonlocal found
+            with self._store.lock:
+                found = [
+                    self._store.connection_info(s)
+                    for s in self._store.sessions
+                    if not s.closed and s.authenticated and s.subscriber_id == sid
+                ]
+            return len(found) >= count
+
+        self.wait_for(ready, timeout, message=(
+            f"{subscriber if isinstance(subscriber, str) else subscriber.name!r} has "
+            f"fewer than {count} authenticated connection(s) after {timeout} s"
+        ))
+        return found
 
     def reset(self) -> None:
         """Back to empty: no subscribers, messages, connections (dropped), faults or records.
@@ -554,7 +631,7 @@ class Emulator:
         latency = store.latency
         if latency > 0:
             self._stop_event.wait(latency)
-        response.headers.setdefault("X-Request-Id", str(uuid.uuid4()))
+        response.headers.setdefault("X-Request-Id", store.ids())
         with store.lock:
             entry["status"] = response.status
         return response

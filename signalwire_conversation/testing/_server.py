@@ -7,23 +7,33 @@ the head is read and replayed into the websocket protocol), and plain HTTP reque
 websockets parser would refuse when they carry a body, are answered by ``_http``.
 
 Every websocket session has a writer thread fed by a queue, so pushing an event never blocks
-the caller (a test, or a REST request) on a slow client.
+the caller (a test, or a REST request) on a slow client. The writer frames what it dequeues
+itself and writes a whole batch with one ``sendall``, holding the connection's protocol lock
+(what websockets' own ``send()`` does, one frame and one system call at a time); it falls back to
+``send()`` where that lock is not there.
+
+Only websockets' public API is relied on (``serve``, ``Server.handler``/``serve_forever``/
+``shutdown``, ``ServerConnection``); the few internals touched (``protocol_mutex``, the
+``handler_threads`` bookkeeping of websockets >= 16, the handshake replay for TLS) are looked up
+with ``getattr`` and skipped when absent. Tested with websockets 13, 14, 15 and 17.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import os
 import socket
 import ssl
 import struct
 import threading
 import time
-from typing import Any, Callable, Deque, List, Optional, Set, Tuple
+from typing import Any, Callable, ContextManager, Deque, List, Optional, Sequence, Set, Tuple
 
 try:
     from websockets.exceptions import ConnectionClosed
     from websockets.frames import Frame, Opcode
+    from websockets.protocol import State
     from websockets.sync.server import Server as _WSServer
     from websockets.sync.server import ServerConnection, serve
 except ImportError as _err:  # pragma: no cover - depends on the install
@@ -34,7 +44,7 @@ except ImportError as _err:  # pragma: no cover - depends on the install
 
 from ._http import HeadError, Request, Response, parse_head, read_head, read_request, write_response
 from ._relay import Relay
-from ._state import Session, Store
+from ._state import BinaryFrame, OutFrame, Session, Store
 
 __all__ = ["Server"]
 
@@ -46,32 +56,56 @@ BODY_TIMEOUT = 30.0
 MAX_REQUESTS_PER_CONNECTION = 100_000
 MAX_OUTBOX = 250_000  # frames queued for one connection before it counts as a dead consumer
 _PEEK_TURNS = 400  # x 5 ms: a request head split over TCP segments gets 2 s to complete
+_WRITE_CHUNK = 256 * 1024  # bytes per sendall: the protocol lock is released between chunks
 
 HTTPApp = Callable[[Request], Optional[Response]]
 
 
+def _frame_bytes(frame: OutFrame) -> bytes:
+    """One unmasked, unfragmented server frame (RFC 6455 §5.2), header and payload."""
+    if isinstance(frame, str):
+        payload = frame.encode("utf-8")
+        first = 0x81  # FIN + text
+    else:
+        payload = bytes(frame)
+        first = 0x82 if isinstance(frame, BinaryFrame) else 0x81
+    n = len(payload)
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", first, 126, n) + payload
+    return struct.pack("!BBQ", first, 127, n) + payload
+
+
 class _Outbox:
-    """A queue of text frames and the thread that writes them to one websocket."""
+    """A queue of frames and the thread that writes them to one websocket."""
 
     def __init__(self, connection: ServerConnection, name: str, on_overflow: Callable[[], None]) -> None:
         self._connection = connection
-        self._queue: Deque[str] = collections.deque()
+        self._queue: Deque[OutFrame] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
         self._on_overflow = on_overflow
+        # websockets' own send() takes this lock, checks the state, writes, releases. Where it
+        # is not there (a websockets we do not know), frames go through send() one by one.
+        self._mutex: Optional[ContextManager[Any]] = getattr(connection, "protocol_mutex", None)
+        if getattr(getattr(connection, "protocol", None), "state", None) is None:
+            self._mutex = None
         self._thread = threading.Thread(target=self._run, name=f"emulator-writer-{name}", daemon=True)
         self._thread.start()
 
-    def put(self, frame: str) -> None:
+    def put(self, frame: OutFrame) -> None:
+        self.put_many((frame,))
+
+    def put_many(self, frames: Sequence[OutFrame]) -> None:
         with self._cond:
             if self._closed:
                 return
-            if len(self._queue) >= MAX_OUTBOX:
-                overflow = True
-            else:
-                overflow = False
-                self._queue.append(frame)
-                if len(self._queue) == 1:
+            overflow = len(self._queue) + len(frames) > MAX_OUTBOX
+            if not overflow:
+                was_empty = not self._queue
+                self._queue.extend(frames)
+                if was_empty:
                     self._cond.notify()
         if overflow:
             logger.warning("emulator: a websocket client is not reading; dropping it")
@@ -87,13 +121,60 @@ class _Outbox:
                 batch = list(self._queue)
                 self._queue.clear()
             try:
-                for frame in batch:
-                    self._connection.send(frame)
-            except (ConnectionClosed, OSError, RuntimeError):
+                if self._mutex is not None:
+                    ok = self._write_raw(batch)
+                else:
+                    ok = self._write_each(batch)
+            except (ConnectionClosed, OSError, RuntimeError, ValueError):
+                ok = False
+            if not ok:
                 with self._cond:
                     self._closed = True
                     self._queue.clear()
                 return
+
+    def _write_raw(self, batch: List[OutFrame]) -> bool:
+        connection = self._connection
+        mutex = self._mutex
+        assert mutex is not None
+        chunk: List[bytes] = []
+        size = 0
+        for i, frame in enumerate(batch):
+            try:
+                data = _frame_bytes(frame)
+            except UnicodeEncodeError:  # a str with lone surrogates: not sendable as text
+                logger.warning("emulator: dropping a frame that is not encodable as UTF-8")
+                continue
+            chunk.append(data)
+            size += len(data)
+            if size < _WRITE_CHUNK and i + 1 < len(batch):
+                continue
+            with mutex:
+                if connection.protocol.state is not State.OPEN:
+                    return False  # closing: websockets owns the socket now
+                connection.socket.sendall(b"".join(chunk))
+            chunk = []
+            size = 0
+        if chunk:
+            with mutex:
+                if connection.protocol.state is not State.OPEN:
+                    return False
+                connection.socket.sendall(b"".join(chunk))
+        return True
+
+    def _write_each(self, batch: List[OutFrame]) -> bool:  # pragma: no cover - unknown websockets
+        connection = self._connection
+        for frame in batch:
+            if isinstance(frame, BinaryFrame):
+                connection.send(bytes(frame))
+            elif isinstance(frame, bytes):
+                try:
+                    connection.send(frame, text=True)  # type: ignore[call-arg, unused-ignore]
+                except TypeError:  # websockets < 14: no text=; the bytes cannot go out as is
+                    connection.send(frame.decode("utf-8", "replace"))
+            else:
+                connection.send(frame)
+        return True
 
     def close(self, timeout: float = 2.0) -> None:
         with self._cond:
@@ -101,6 +182,37 @@ class _Outbox:
             self._cond.notify_all()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+
+def _close_wakeup_pipe(ws: Any) -> None:
+    """websockets 13-15 make an ``os.pipe()`` per server to wake ``serve_forever`` and never
+    close it (two file descriptors per emulator); 17 uses sockets it closes itself."""
+    for name in ("shutdown_watcher", "shutdown_notifier"):
+        fd = getattr(ws, name, None)
+        if isinstance(fd, int) and not isinstance(fd, bool):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            setattr(ws, name, -1)
+
+
+def _release_handler_thread(ws: Any) -> None:
+    """Forget the current thread in websockets' handler bookkeeping (websockets >= 16 keeps
+    ``handler_threads`` and ``shutdown()`` waits for it to empty; 13-15 keep nothing)."""
+    threads = getattr(ws, "handler_threads", None)
+    if threads is None:
+        return
+    me = threading.current_thread()
+    lock = getattr(ws, "lock", None)
+    try:
+        if lock is not None:
+            with lock:  # what websockets' own handler does on exit
+                threads.discard(me)
+        else:
+            threads.discard(me)
+    except Exception:  # pragma: no cover - an unknown shape: never fail a server thread
+        logger.debug("emulator: could not release a handler thread", exc_info=True)
 
 
 def _shutdown(sock: Any) -> None:
@@ -178,11 +290,21 @@ class Server:
         self._ws_sock_handler = self._ws.handler
         self._ws.handler = self._route
         self.port = listener.getsockname()[1]
-        self._serve_thread = threading.Thread(target=self._ws.serve_forever, name="emulator-accept", daemon=True)
+        self._serve_thread = threading.Thread(target=self._serve_forever, name="emulator-accept", daemon=True)
         self._serve_thread.start()
         self._ping_thread = threading.Thread(target=self._pinger, name="emulator-pinger", daemon=True)
         self._ping_thread.start()
         return self.host, self.port
+
+    def _serve_forever(self) -> None:
+        assert self._ws is not None
+        try:
+            self._ws.serve_forever()
+        except (OSError, ValueError):
+            # websockets 14 lets the OSError of a listener closed by an early stop() escape
+            # (before registering it with its poller); anything else is worth a log line.
+            if not self.stopping.is_set():
+                logger.exception("emulator: the accept loop failed")
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopping.set()
@@ -201,6 +323,8 @@ class Server:
         for thread in (self._serve_thread, self._ping_thread):
             if thread is not None:
                 thread.join(timeout)
+        if ws is not None and not (self._serve_thread is not None and self._serve_thread.is_alive()):
+            _close_wakeup_pipe(ws)
 
     def wake_pinger(self) -> None:
         self._ping_wakeup.set()
@@ -256,11 +380,7 @@ class Server:
                     conn.close()
                 except OSError:
                     pass
-                ws = self._ws
-                threads = getattr(ws, "handler_threads", None)
-                if ws is not None and threads is not None:
-                    with ws.lock:  # what websockets' own handler does on exit
-                        threads.discard(threading.current_thread())
+                _release_handler_thread(self._ws)
 
     def _peek_head(self, sock: socket.socket) -> bytes:
         deadline = time.monotonic() + HEAD_TIMEOUT
@@ -315,20 +435,24 @@ class Server:
         except (OSError, TypeError, ValueError):
             remote = "?"
         path = connection.request.path if connection.request is not None else "/"
-        session = self.store.open_session(remote, path)
         raw_socket = connection.socket
         self._track(raw_socket)
 
         def abort() -> None:
             _shutdown(raw_socket)
 
-        _mute_pongs_while_half_open(connection, session)
-        outbox = _Outbox(connection, session.id, abort)
-        session.sink = outbox.put
-        session.abort = abort
-        session.close_gracefully = lambda: threading.Thread(
-            target=_close_quietly, args=(connection,), name=f"emulator-close-{session.id}", daemon=True
-        ).start()  # close() waits for the client's close frame: not on the caller's time
+        # Wired up under the store's lock: whoever sees the session (emu.connections,
+        # wait_for) can send to it at once.
+        with self.store.lock:
+            session = self.store.open_session(remote, path)
+            _mute_pongs_while_half_open(connection, session)
+            outbox = _Outbox(connection, session.id, abort)
+            session.sink = outbox.put
+            session.sink_many = outbox.put_many
+            session.abort = abort
+            session.close_gracefully = lambda: threading.Thread(
+                target=_close_quietly, args=(connection,), name=f"emulator-close-{session.id}", daemon=True
+            ).start()  # close() waits for the client's close frame: not on the caller's time
         try:
             while not self.stopping.is_set():  # one frame per turn; ends when the socket does
                 try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import math
 import os
 import re
 import threading
@@ -22,6 +23,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from ._tokens import b64url, mint_sat
 
 __all__ = [
+    "BinaryFrame",
+    "OutFrame",
     "Subscriber",
     "ConnectionInfo",
     "EventRecord",
@@ -32,12 +35,48 @@ __all__ = [
 ]
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring  # what _dumps does to a str
+
+#: Messages handed to the sockets at once by ``post_many`` (the writers start on the first ones).
+PUSH_CHUNK = 512
 
 
 def _uuid() -> str:
     """A random (version 4) UUID string; cheaper than ``str(uuid.uuid4())``."""
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+
+
+class SequentialIds:
+    """Cheap uuid-shaped (version 4 layout) ids, unique per instance: a random prefix drawn once
+    and a 48-bit counter as the last group. For event, message and ping ids, minted by the
+    thousand: no system call and no hashing per id. Thread-safe (``itertools.count`` under the GIL).
+    """
+
+    __slots__ = ("prefix", "_next")
+
+    def __init__(self) -> None:
+        h = os.urandom(10).hex()
+        self.prefix = f"{h[:8]}-{h[8:12]}-4{h[12:15]}-{'89ab'[int(h[15], 16) & 3]}{h[16:19]}-"
+        self._next = itertools.count(1).__next__
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{self._next():012x}"
+
+
+class BinaryFrame(bytes):
+    """Bytes to send as a websocket *binary* frame (plain ``bytes`` go out as a text frame, as is)."""
+
+    __slots__ = ()
+
+
+#: What a session's sink takes: ``str`` (a text frame), ``bytes`` (a text frame with exactly
+#: these bytes, valid UTF-8 or not) or :class:`BinaryFrame` (a binary frame).
+OutFrame = Union[str, bytes]
+
+
+def _json_float(value: float) -> str:
+    return float.__repr__(value) if math.isfinite(value) else _dumps(value)
 
 
 @dataclass(frozen=True)
@@ -253,12 +292,18 @@ class Session:
         self.half_open = False
         self.pings_paused = False
         self.closed = False
-        #: Set by the server layer: enqueue one text frame (never blocks).
-        self.sink: Callable[[str], None] = lambda frame: None
+        #: Set by the server layer: enqueue one frame (never blocks); see :data:`OutFrame`.
+        self.sink: Callable[[OutFrame], None] = lambda frame: None
+        #: Set by the server layer: enqueue many frames in order (one lock, one wake-up).
+        self.sink_many: Callable[[List[OutFrame]], None] = self._sink_each
         #: Set by the server layer: close the transport abruptly (no close frame).
         self.abort: Callable[[], None] = lambda: None
         #: Set by the server layer: close the websocket with a close frame.
         self.close_gracefully: Callable[[], None] = lambda: None
+
+    def _sink_each(self, frames: List[OutFrame]) -> None:
+        for frame in frames:
+            self.sink(frame)
 
     @property
     def live(self) -> bool:
@@ -273,6 +318,20 @@ class Session:
             self.unacked[event_id] = (event_type, message_id, now)
         self.events_sent += 1
         self.sink(frame)
+
+    def queue_event(
+        self, event_id: str, frame: str, event_type: str, message_id: Optional[str], now: float,
+        pending: "Dict[Session, List[OutFrame]]",
+    ) -> None:
+        """:meth:`send_event`, the frame kept in ``pending`` for one ``sink_many`` later."""
+        if self.event_acks:
+            self.unacked[event_id] = (event_type, message_id, now)
+        self.events_sent += 1
+        frames = pending.get(self)
+        if frames is None:
+            pending[self] = [frame]
+        else:
+            frames.append(frame)
 
 
 class Store:
@@ -296,6 +355,7 @@ class Store:
         self.ch = ch
         self.base_url = base_url
         self.clock = clock
+        self.ids = SequentialIds()
         self.project_id = project_id or _uuid()
         self.space_id = _uuid()
         self.node_id = _uuid()
@@ -568,8 +628,16 @@ class Store:
             return self._post(sender, group, text, metadata, details, subtype, kind, ts)
 
     def post_many(self, sender: Subscriber, group: _Group, texts: Iterable[str]) -> List[Dict[str, Any]]:
+        """Many posts under one lock; the frames reach each socket's queue in chunks."""
         with self.lock:
-            out = [self._post(sender, group, t, None, None, "chat", None, None, notify=False) for t in texts]
+            out: List[Dict[str, Any]] = []
+            pending: Dict[Session, List[OutFrame]] = {}
+            post = self._post
+            for i, text in enumerate(texts, 1):
+                out.append(post(sender, group, text, None, None, "chat", None, None, notify=False, pending=pending))
+                if i % PUSH_CHUNK == 0:
+                    _flush(pending)
+            _flush(pending)
             self.changed.notify_all()
             return out
 
@@ -584,9 +652,10 @@ class Store:
         kind: Optional[str],
         ts: Optional[float],
         notify: bool = True,
+        pending: "Optional[Dict[Session, List[OutFrame]]]" = None,
     ) -> Dict[str, Any]:
         stamp = self.next_ts() if ts is None else float(ts)
-        message_id = _uuid()
+        message_id = self.ids()
         meta = dict(metadata) if metadata else {}
         det = dict(details) if details else {}
         data: Dict[str, Any] = {
@@ -608,12 +677,15 @@ class Store:
         if group.last_message_ts is None or stamp > group.last_message_ts:
             group.last_message_ts = stamp
         self.messages_by_id[message_id] = (group, message)
-        self._push(sender, group, data)
+        self._push(sender, group, data, pending)
         if notify:
             self.changed.notify_all()
         return dict(data)
 
-    def _push(self, sender: Subscriber, group: _Group, data: Dict[str, Any]) -> None:
+    def _push(
+        self, sender: Subscriber, group: _Group, data: Dict[str, Any],
+        pending: "Optional[Dict[Session, List[OutFrame]]]" = None,
+    ) -> None:
         recipients: List[Tuple[Session, bool]] = []
         for address in group.members:
             sub = self.subscribers[self.by_address[address]]
@@ -626,11 +698,9 @@ class Store:
                 recipients.append((session, address == sender.address_id))
         if not recipients:
             return
-        payload = dict(data)
-        payload["hidden"] = False
-        payload["conversation_name"] = group.name
-        payload["user_name"] = sender.display_name
-        # One serialisation per message; each recipient only gets its own event id spliced in.
+        # One serialisation per message, by hand from pre-encoded constant parts (the bytes
+        # json.dumps(..., separators=(",", ":"), ensure_ascii=False) would give, key order
+        # included); each recipient only gets its own event id spliced in.
         if not group.frame_channel:
             group.frame_channel = (
                 '","method":"signalwire.event","params":{"event_type":"conversation.message",'
@@ -638,17 +708,37 @@ class Store:
                 + ',"project_id":' + _dumps(self.project_id)
                 + ',"node_id":' + _dumps(self.node_id)
             )
-        common = group.frame_channel + ',"timestamp":"' + repr(data["ts"]) + '","is_author":'
-        body = ',"params":' + _dumps(payload) + "}}"
-        tails = {True: common + "true" + body, False: common + "false" + body}
+        ts_text = _json_float(data["ts"])
+        text = data["text"]
+        details = data["details"]
+        metadata = data["metadata"]
+        params = (
+            '{"id":' + _encode_str(data["id"])
+            + ',"group_id":' + _encode_str(group.group_id)
+            + "," + _encode_str(self.sender_field) + ":" + _encode_str(sender.address_id)
+            + ',"ts":' + ts_text
+            + ',"details":' + (_dumps(details) if details else "{}")
+            + ',"type":"message","subtype":' + _dumps(data["subtype"])
+            + ',"kind":' + _dumps(data["kind"])
+            + ',"text":' + (_encode_str(text) if type(text) is str else _dumps(text))
+            + ',"metadata":' + (_dumps(metadata) if metadata else "{}")
+            + ',"hidden":false,"conversation_name":' + _encode_str(group.name)
+            + ',"user_name":' + _encode_str(sender.display_name)
+            + "}}}"
+        )
+        common = group.frame_channel + ',"timestamp":"' + ts_text + '","is_author":'
+        author_tail = common + 'true,"params":' + params
+        other_tail = common + 'false,"params":' + params
         now = self.clock()
         message_id = data["id"]
+        new_id = self.ids
         for session, is_author in recipients:
-            event_id = _uuid()
-            session.send_event(
-                event_id, '{"jsonrpc":"2.0","id":"' + event_id + tails[is_author],
-                "conversation.message", message_id, now,
-            )
+            event_id = new_id()
+            frame = '{"jsonrpc":"2.0","id":"' + event_id + (author_tail if is_author else other_tail)
+            if pending is None:
+                session.send_event(event_id, frame, "conversation.message", message_id, now)
+            else:
+                session.queue_event(event_id, frame, "conversation.message", message_id, now, pending)
 
     def message_page_source(
         self, *, subscriber: Subscriber, group: Optional[_Group]
@@ -767,3 +857,9 @@ class Store:
             self.request_log.append(entry)
             self.changed.notify_all()
             return entry
+
+
+def _flush(pending: "Dict[Session, List[OutFrame]]") -> None:
+    for session, frames in pending.items():
+        session.sink_many(frames)
+    pending.clear()
