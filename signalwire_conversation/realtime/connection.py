@@ -8,9 +8,10 @@ reader thread calling :meth:`Connection.poll`; :meth:`Connection.send` and
 What it does with each frame (PROTOCOL.md §2):
 
 * ``signalwire.event``: acknowledged at once (``{"jsonrpc":"2.0","id":<id>,"result":{}}``), before
-  anything else is looked at; a ``conversation.message`` payload (``params.params``) is decoded
-  and handed to ``on_event``; ``signalwire.authorization.state`` goes to
-  ``on_authorization_state``; other event types are ignored.
+  anything else is looked at; a ``conversation.message`` payload (``params.params``) is handed
+  to ``on_events`` undecoded, as ``(payload, is_author)`` (the listener decodes it on its
+  dispatcher thread, so decoding never delays an ack); ``signalwire.authorization.state`` goes
+  to ``on_authorization_state``; other event types are ignored.
 * ``signalwire.ping``: answered with the server's own timestamp.
 * ``signalwire.disconnect``: answered with ``{}`` (the server closes the socket next).
 * a response (``result`` or ``error``): completes the pending request with that id.
@@ -18,25 +19,39 @@ What it does with each frame (PROTOCOL.md §2):
 
 The small pure functions (:func:`parse_frame`, :func:`classify_frame`, :func:`connect_params`,
 ...) hold the decisions, so they can be tested without a socket.
+
+The hot path (measured in benchmarks/, see docs/performance.md): websocket-client reads a frame
+with two or three ``recv`` system calls and builds each outgoing frame in pure Python with a
+fresh ``os.urandom`` mask key. Here the socket is read in large chunks and every complete,
+final, unmasked text frame already in that buffer is taken by a short fast path (anything else
+-- control frames, fragments, partial frames, oversized announcements -- goes through
+websocket-client's own reader, which shares the buffer); the frames read together are handled
+as one batch: all their acks (and ping answers) are written with one ``sendall`` *before* any
+of them is handed on, and the events are handed on with one call. Outgoing frames are framed
+and masked here (a fresh mask key per frame, from an ``os.urandom`` pool) and written under
+websocket-client's own send lock, so they never interleave with its pongs or close frame.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import os
 import socket
 import ssl
+import struct
+import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Mapping, Optional, Union, cast
+from json.encoder import encode_basestring_ascii
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union, cast
 
 import websocket
 
 from .._logging import get_logger, preview
 from .._version import __version__
-from ..errors import RealtimeError, ResponseValidationError
-from ..models import ConversationMessageEvent, decode_event
+from ..errors import RealtimeError
 
 __all__ = [
     "AGENT",
@@ -45,6 +60,9 @@ __all__ = [
     "parse_frame",
     "classify_frame",
     "ack_frame",
+    "ack_text",
+    "mask_frame",
+    "RawEvent",
     "ping_reply",
     "connect_params",
     "is_auth_refusal",
@@ -64,6 +82,21 @@ AGENT = f"signalwire-conversation-python/{__version__}"
 AUTH_REFUSAL_CODES = frozenset({-32002, -32003, -32602})
 
 JSON = Dict[str, Any]
+#: A ``conversation.message`` as read: its payload (``params.params``) and ``is_author``
+#: (``None`` when absent or not a boolean); decoded later by the listener.
+RawEvent = Tuple[JSON, Optional[bool]]
+
+#: one compact encoder for every outgoing frame (``json.dumps(..., separators=...)`` builds a
+#: new ``JSONEncoder`` per call)
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+#: how far (seconds) a read deadline may drift before the socket timeout is re-armed (each
+#: re-arm is a system call; the deadlines are honoured to within this, and the watchdog thread
+#: backs them up)
+_TIMEOUT_SLACK = 0.1
+#: bytes asked of the socket per read (a burst of events arrives in few reads)
+_READ_SIZE = 65536
+#: the most frames handled (and acked with one write) per batch
+_MAX_BATCH = 256
 
 
 class FrameKind(enum.Enum):
@@ -109,6 +142,38 @@ def classify_frame(frame: Mapping[str, Any]) -> FrameKind:
 def ack_frame(frame_id: Any) -> JSON:
     """The success response acknowledging a server request (events, disconnect)."""
     return {"jsonrpc": "2.0", "id": frame_id, "result": {}}
+
+
+def ack_text(frame_id: Any) -> str:
+    """:func:`ack_frame` as compact JSON text, from a template for string ids (the common case:
+    the id is JSON-encoded once and nothing else is built). Same text as encoding the dict."""
+    if type(frame_id) is str:
+        return '{"jsonrpc":"2.0","id":' + encode_basestring_ascii(frame_id) + ',"result":{}}'
+    return _encode(ack_frame(frame_id))
+
+
+_BYTEORDER = sys.byteorder
+_MASK_POOL_BYTES = 4096  # 1024 mask keys per os.urandom call
+
+
+def _xor_mask(key: bytes, payload: bytes) -> bytes:
+    n = len(payload)
+    if n == 0:
+        return b""
+    keys = (key * ((n >> 2) + 1))[:n]
+    return (int.from_bytes(payload, _BYTEORDER) ^ int.from_bytes(keys, _BYTEORDER)).to_bytes(n, _BYTEORDER)
+
+
+def mask_frame(payload: bytes, key: bytes, opcode: int = 0x1) -> bytes:
+    """One final, masked client frame (RFC 6455 §5.2) carrying ``payload`` with mask ``key``."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return head + key + _xor_mask(key, payload)
 
 
 def ping_reply(frame_id: Any, params: Any, *, now: Optional[float] = None) -> JSON:
@@ -228,18 +293,68 @@ DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 class _CappedFrameBuffer(websocket.frame_buffer):
-    """websocket-client's frame reader, refusing a payload longer than the cap *before*
-    buffering it (the announced length is read first)."""
+    """websocket-client's frame reader over a read-ahead buffer, refusing a payload longer than
+    the cap *before* buffering it (the announced length is read first).
+
+    The socket is read ``_READ_SIZE`` bytes at a time (websocket-client asks for exactly the
+    bytes it needs: two or three system calls per frame); :meth:`take_text` is the fast path
+    for a complete, final, unmasked text frame already buffered.
+    """
 
     max_bytes = DEFAULT_MAX_MESSAGE_BYTES
+
+    def __init__(self, recv_fn: Callable[[int], bytes], skip_utf8_validation: bool) -> None:
+        super().__init__(recv_fn, skip_utf8_validation)
+        self._data = b""
+        self._pos = 0
 
     def recv_strict(self, bufsize: int) -> bytes:
         if bufsize > self.max_bytes:
             raise websocket.WebSocketPayloadException(
                 f"a websocket frame of {bufsize} bytes exceeds the {self.max_bytes}-byte limit"
             )
-        data: bytes = super().recv_strict(bufsize)
-        return data
+        data, pos = self._data, self._pos
+        end = pos + bufsize
+        if end <= len(data):
+            self._pos = end
+            return data[pos:end]
+        chunks = [data[pos:]]
+        have = len(chunks[0])
+        self._data, self._pos = b"", 0
+        try:
+            while have < bufsize:
+                chunk = self.recv(max(_READ_SIZE, min(bufsize - have, 1 << 20)))
+                chunks.append(chunk)
+                have += len(chunk)
+        except BaseException:
+            self._data = b"".join(chunks)  # keep what was read: a timeout may resume the frame
+            raise
+        data = b"".join(chunks)
+        self._data, self._pos = data, bufsize
+        return data[:bufsize]
+
+    def take_text(self) -> Optional[bytes]:
+        """The payload of the next frame if it is a complete, final, unmasked text frame with
+        no reserved bits, already buffered (and consumed); else ``None`` (nothing consumed)."""
+        if self.header is not None:  # websocket-client is inside a frame
+            return None
+        data, pos = self._data, self._pos
+        size = len(data)
+        if size - pos < 2 or data[pos] != 0x81:
+            return None
+        length = data[pos + 1]
+        if length < 126:
+            start = pos + 2
+        elif length == 126 and size - pos >= 4:
+            length = (data[pos + 2] << 8) | data[pos + 3]
+            start = pos + 4
+        else:  # masked (a server must not), 64-bit length, or the length not buffered yet
+            return None
+        end = start + length
+        if end > size or length > self.max_bytes:
+            return None
+        self._pos = end
+        return data[start:end]
 
 
 class _CappedContinuation(websocket.continuous_frame):
@@ -262,7 +377,7 @@ class _CappedWebSocket(websocket.WebSocket):
     def __init__(self, *args: Any, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         skip = bool(kwargs.get("skip_utf8_validation", False))
-        self.frame_buffer = _CappedFrameBuffer(self._recv, skip)
+        self.frame_buffer: _CappedFrameBuffer = _CappedFrameBuffer(self._recv, skip)
         self.frame_buffer.max_bytes = max_message_bytes
         self.cont_frame = _CappedContinuation(bool(kwargs.get("fire_cont_frame", False)), skip)
         self.cont_frame.max_bytes = max_message_bytes
@@ -286,24 +401,36 @@ def _untyped(ws: websocket.WebSocket, name: str) -> Callable[[], None]:
 
 
 class Connection:
-    """One websocket to the relay and what happens on it (see the module docstring)."""
+    """One websocket to the relay and what happens on it (see the module docstring).
+
+    ``ws`` is normally the websocket-client socket made by :meth:`open` (frames are then
+    written by the fast path); anything else with a ``send(text)`` method works too (tests).
+    """
 
     def __init__(
         self,
-        ws: websocket.WebSocket,
+        ws: Any,
         *,
         url: str,
-        on_event: Callable[[ConversationMessageEvent], None],
+        on_events: Callable[[List[RawEvent]], None],
         on_authorization_state: Callable[[str], None],
     ) -> None:
         self._ws = ws
         self.url = url
-        self._on_event = on_event
+        self._on_events = on_events
         self._on_authorization_state = on_authorization_state
         self._pending: Dict[str, _Pending] = {}
         self._pending_lock = threading.Lock()
         self._timeout: Optional[float] = None
         self._closed = False
+        fast = isinstance(ws, _CappedWebSocket)
+        #: the read-ahead buffer (fast path), when ``ws`` is ours
+        self._reader: Optional[_CappedFrameBuffer] = ws.frame_buffer if fast else None
+        self._cont: Any = ws.cont_frame if fast else None
+        #: the lock websocket-client takes around its own writes (pongs, close)
+        self._send_lock: Any = ws.lock if fast else None
+        self._mask_keys = b""
+        self._mask_pos = 0
         #: ``time.monotonic()`` of the last frame received (any frame, control frames included).
         self.last_frame_at = time.monotonic()
         #: Counters for this socket.
@@ -317,7 +444,7 @@ class Connection:
         *,
         timeout: float,
         verify: Union[bool, str] = True,
-        on_event: Callable[[ConversationMessageEvent], None],
+        on_events: Callable[[List[RawEvent]], None],
         on_authorization_state: Callable[[str], None],
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         on_socket: Optional[Callable[[websocket.WebSocket], None]] = None,
@@ -349,17 +476,43 @@ class Connection:
             shutdown_socket(ws)
             _untyped(ws, "shutdown")()
             raise ConnectionLost(f"could not open {url}: {type(exc).__name__}: {exc}") from exc
-        return cls(ws, url=url, on_event=on_event, on_authorization_state=on_authorization_state)
+        return cls(ws, url=url, on_events=on_events, on_authorization_state=on_authorization_state)
 
     # -- sending (any thread) ---------------------------------------------------------------
 
     def send(self, frame: Mapping[str, Any]) -> None:
         """Send one JSON frame. Raises :class:`ConnectionLost` when the socket is gone."""
-        text = json.dumps(frame, separators=(",", ":"))
+        self._write([_encode(frame)])
+
+    def _write(self, texts: List[str]) -> None:
+        """Write text frames, in order, with one system call (fast path). A failed write may
+        have left half a frame on the wire, so it also aborts the connection."""
+        lock = self._send_lock
         try:
-            self._ws.send(text)
-        except (websocket.WebSocketException, OSError, AttributeError) as exc:
+            if lock is None:
+                for text in texts:
+                    self._ws.send(text)
+                return
+            with lock:
+                sock = self._ws.sock
+                if sock is None:
+                    raise ConnectionLost("send failed: the websocket is closed")
+                sock.sendall(b"".join([mask_frame(text.encode("utf-8"), self._mask_key()) for text in texts]))
+        except ConnectionLost:
+            self.abort()
+            raise
+        except (websocket.WebSocketException, OSError, ValueError, AttributeError) as exc:
+            self.abort()
             raise ConnectionLost(f"send failed: {type(exc).__name__}: {exc}") from exc
+
+    def _mask_key(self) -> bytes:
+        # called with the send lock held; a fresh key per frame, drawn from an os.urandom pool
+        pos = self._mask_pos
+        if pos + 4 > len(self._mask_keys):
+            self._mask_keys = os.urandom(_MASK_POOL_BYTES)
+            pos = 0
+        self._mask_pos = pos + 4
+        return self._mask_keys[pos : pos + 4]
 
     def request(self, method: str, params: Mapping[str, Any]) -> _Pending:
         """Send a request; the returned handle completes when the reader sees the response."""
@@ -404,94 +557,135 @@ class Connection:
             raise ConnectionLost(f"signalwire.connect answered a non-object: {preview(result, 200)}")
         return result
 
+    def _take_buffered(self, batch: List[bytes]) -> None:
+        """Append the complete text frames already buffered (the fast path; no system call)."""
+        reader = self._reader
+        if reader is None or self._cont.recving_frames is not None:
+            return
+        take = reader.take_text
+        while len(batch) < _MAX_BATCH:
+            data = take()
+            if data is None:
+                return
+            batch.append(data)
+
     def poll(self, timeout: float) -> bool:
-        """Read and handle at most one frame, waiting up to ``timeout`` seconds.
+        """Read and handle the frames that are ready, waiting up to ``timeout`` seconds for one.
 
         Returns ``False`` when the timeout passed without a frame; raises
         :class:`ConnectionLost` when the socket is closed or broken.
         """
-        if timeout != self._timeout:
-            self._ws.settimeout(timeout)
-            self._timeout = timeout
-        try:
-            opcode, frame = self._ws.recv_data_frame(True)
-        except websocket.WebSocketTimeoutException:
-            return False
-        except (websocket.WebSocketException, OSError, ValueError, AttributeError) as exc:
-            if self._closed:
-                raise ConnectionLost("the connection was closed") from None
-            raise ConnectionLost(f"the websocket failed: {type(exc).__name__}: {exc}") from exc
-        self.last_frame_at = time.monotonic()
-        if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+        batch: List[bytes] = []
+        self._take_buffered(batch)
+        if not batch:
+            current = self._timeout
+            # the caller's deadline moves a little with every frame: re-arm the socket timeout
+            # (a system call) only when it moved by more than the slack
+            if current is None or abs(timeout - current) > min(_TIMEOUT_SLACK, timeout / 2):
+                self._ws.settimeout(timeout)
+                self._timeout = timeout
             try:
-                self.handle_text(frame.data)
-            except ConnectionLost:
-                raise
-            except Exception:  # a frame we could not handle must never stop the reader
-                self.frames_skipped += 1
-                logger.exception("skipping a frame that could not be handled")
-        elif opcode == websocket.ABNF.OPCODE_CLOSE:
-            raise ConnectionLost("the server closed the websocket")
+                opcode, frame = self._ws.recv_data_frame(True)
+            except websocket.WebSocketTimeoutException:
+                return False
+            except (websocket.WebSocketException, OSError, ValueError, AttributeError) as exc:
+                if self._closed:
+                    raise ConnectionLost("the connection was closed") from None
+                raise ConnectionLost(f"the websocket failed: {type(exc).__name__}: {exc}") from exc
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                self.last_frame_at = time.monotonic()
+                raise ConnectionLost("the server closed the websocket")
+            if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+                self.last_frame_at = time.monotonic()
+                return True  # ping (answered by websocket-client) or pong
+            batch.append(frame.data)
+            self._take_buffered(batch)
+        self.last_frame_at = time.monotonic()
+        self._handle_batch(batch)
         return True
 
     def handle_text(self, data: Union[bytes, str]) -> None:
         """Handle one text frame (public for tests and benchmarks)."""
-        frame = parse_frame(data)
-        if frame is None:
-            self.frames_skipped += 1
-            logger.warning("skipping a frame that is not a JSON object: %s", preview(data, 200))
-            return
-        kind = classify_frame(frame)
-        if kind is FrameKind.EVENT:
-            self._handle_event(frame)
-        elif kind is FrameKind.PING:
-            self.send(ping_reply(frame.get("id"), frame.get("params")))
-        elif kind is FrameKind.RESPONSE:
-            self._handle_response(frame)
-        elif kind is FrameKind.DISCONNECT:
-            logger.info("the server announced a disconnect; it will close this websocket")
-            if frame.get("id") is not None:
-                self.send(ack_frame(frame["id"]))
-        elif kind is FrameKind.REQUEST:
-            logger.debug("ignoring server request %r", frame.get("method"))
-            if frame.get("id") is not None:
-                self.send(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": frame["id"],
-                        "error": {"code": -32601, "message": "Method not found"},
-                    }
-                )
-        else:
-            self.frames_skipped += 1
-            logger.warning("skipping a frame that is not JSON-RPC: %s", preview(frame, 200))
+        self._handle_batch([data])
 
-    def _handle_event(self, frame: JSON) -> None:
-        event_id = frame.get("id")
-        if event_id is not None:
-            self.send(ack_frame(event_id))  # first, before anything can fail or filter
+    def _handle_batch(self, batch: List[Any]) -> None:
+        """Frames read together: every reply first (one write), then the rest, in order."""
+        replies: List[str] = []
+        frames: List[Tuple[FrameKind, JSON]] = []
+        for data in batch:
+            frame = parse_frame(data)
+            if frame is None:
+                self.frames_skipped += 1
+                logger.warning("skipping a frame that is not a JSON object: %s", preview(data, 200))
+                continue
+            method = frame.get("method")
+            if method == "signalwire.event":  # the common case, first and cheaply
+                frame_id = frame.get("id")
+                if frame_id is not None:
+                    replies.append(ack_text(frame_id))  # before anything can fail or filter
+                frames.append((FrameKind.EVENT, frame))
+                continue
+            kind = classify_frame(frame)
+            if kind is FrameKind.PING:
+                replies.append(_encode(ping_reply(frame.get("id"), frame.get("params"))))
+                continue
+            if kind is FrameKind.DISCONNECT:
+                logger.info("the server announced a disconnect; it will close this websocket")
+                if frame.get("id") is not None:
+                    replies.append(ack_text(frame["id"]))
+                continue
+            if kind is FrameKind.REQUEST:
+                logger.debug("ignoring server request %r", frame.get("method"))
+                if frame.get("id") is not None:
+                    replies.append(
+                        _encode(
+                            {
+                                "jsonrpc": "2.0",
+                                "id": frame["id"],
+                                "error": {"code": -32601, "message": "Method not found"},
+                            }
+                        )
+                    )
+                continue
+            frames.append((kind, frame))
+        if replies:
+            self._write(replies)
+        events: List[RawEvent] = []
+        for kind, frame in frames:
+            try:
+                if kind is FrameKind.EVENT:
+                    raw = self._event_of(frame)
+                    if raw is not None:
+                        events.append(raw)
+                elif kind is FrameKind.RESPONSE:
+                    self._handle_response(frame)
+                else:
+                    self.frames_skipped += 1
+                    logger.warning("skipping a frame that is not JSON-RPC: %s", preview(frame, 200))
+            except Exception:  # a frame we could not handle must never stop the reader
+                self.frames_skipped += 1
+                logger.exception("skipping a frame that could not be handled")
+        if events:
+            self.events_received += len(events)
+            self._on_events(events)
+
+    def _event_of(self, frame: JSON) -> Optional[RawEvent]:
+        """A ``conversation.message`` to hand on; other events are handled or ignored here."""
         params = frame.get("params")
-        if not isinstance(params, dict):
+        if type(params) is not dict:
             self.frames_skipped += 1
             logger.warning("skipping a signalwire.event without params: %s", preview(frame, 200))
-            return
+            return None
         event_type = params.get("event_type")
         payload = params.get("params")
         if event_type == "conversation.message":
-            if not isinstance(payload, dict):
+            if type(payload) is not dict:
                 self.frames_skipped += 1
                 logger.warning("skipping a conversation.message without a payload: %s", preview(frame, 200))
-                return
+                return None
             is_author = params.get("is_author")
-            try:
-                event = decode_event(payload, is_author=is_author if isinstance(is_author, bool) else None)
-            except ResponseValidationError as exc:
-                self.frames_skipped += 1
-                logger.warning("skipping a conversation.message that does not decode: %s", exc)
-                return
-            self.events_received += 1
-            self._on_event(event)
-        elif event_type == "signalwire.authorization.state":
+            return payload, is_author if type(is_author) is bool else None
+        if event_type == "signalwire.authorization.state":
             state = payload.get("authorization_state") if isinstance(payload, dict) else None
             if isinstance(state, str) and state:
                 self._on_authorization_state(state)
@@ -499,6 +693,7 @@ class Connection:
                 logger.warning("skipping an authorization state event without a state")
         else:
             logger.debug("ignoring event %r", event_type)
+        return None
 
     def _handle_response(self, frame: JSON) -> None:
         response_id = frame.get("id")

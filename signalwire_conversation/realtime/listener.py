@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 from .._logging import get_logger
 from ..config import TokenProvider
 from ..errors import AuthenticationError, RealtimeError, SignalWireError, ValidationError
-from ..models import ConversationMessageEvent
+from ..models import ConversationMessageEvent, decode_event
 from .backoff import Backoff
 from .connection import (
     AGENT,
@@ -37,6 +37,7 @@ from .connection import (
     Connection,
     ConnectionLost,
     ConnectRefused,
+    RawEvent,
     connect_params,
     is_auth_refusal,
     project_id_of,
@@ -75,7 +76,10 @@ class _StateChange:
         self.state = state
 
 
-_Item = Union[ConversationMessageEvent, _Fill, _StateChange]
+#: what the reader queues: live messages as read (decoded by the dispatcher), and markers
+_Item = Union[RawEvent, _Fill, _StateChange]
+#: the most queue items the dispatcher takes at once
+_DISPATCH_BATCH = 256
 
 
 class _Fatal(Exception):
@@ -214,6 +218,7 @@ class Listener:
         self._closed_notified = False
         self._fatal: Optional[SignalWireError] = None
         self._last_error: Optional[BaseException] = None
+        self._run_forever_callers = 0  # threads blocked in run_forever() (they re-raise a fatal)
 
         # reader-thread state
         self._conn: Optional[Connection] = None
@@ -223,7 +228,7 @@ class Listener:
         self._expires_at: Optional[float] = None
         self._token_lifetime: Optional[float] = None
         self._refreshed_since_success = False
-        self._handshake_buffer: Optional[List[ConversationMessageEvent]] = None
+        self._handshake_buffer: Optional[List[RawEvent]] = None
         self._overflowed = False
         self._low_water = max(1, self._queue_size // 2)
         self._first_connected_at: Optional[float] = None  # wall clock, for the first gap
@@ -242,6 +247,7 @@ class Listener:
             "disconnects": 0,
             "dead_links": 0,
             "events_received": 0,
+            "events_skipped": 0,
             "delivered": 0,
             "duplicates": 0,
             "recovered": 0,
@@ -264,6 +270,22 @@ class Listener:
     def last_error(self) -> Optional[BaseException]:
         """The last connection error seen (for diagnostics; ``None`` when there was none)."""
         return self._last_error
+
+    @property
+    def error(self) -> Optional[SignalWireError]:
+        """The fatal error that stopped the listener for good (a refused token that cannot be
+        refreshed, or a bug of ours); ``None`` while it runs and after a plain :meth:`close`.
+
+        Set before the state becomes ``CLOSED``, so an ``on_state_change`` hook (or a poll of
+        :attr:`state`) seeing ``CLOSED`` can tell "died" (``error`` is set) from "closed"
+        (``None``). :meth:`run_forever` re-raises it.
+        """
+        return self._fatal
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the listener has stopped (closed, or died: see :attr:`error`), at most
+        ``timeout`` seconds (``None``: no limit); ``True`` when it has stopped."""
+        return self._stopped.wait(_wait_arg(timeout))
 
     def subscribe(
         self,
@@ -316,9 +338,11 @@ class Listener:
         """Block until :meth:`close` (from another thread or a callback) or Ctrl+C.
 
         Ctrl+C closes the listener cleanly and returns. A fatal error (a token refused with
-        no way to refresh it) is re-raised here.
+        no way to refresh it) is re-raised here (and then logged only at WARNING, since the
+        caller gets it: see :attr:`error`).
         """
         with self._lock:
+            self._run_forever_callers += 1
             if not self._closing.is_set():
                 self._start_locked()
         try:
@@ -328,6 +352,9 @@ class Listener:
             logger.info("interrupted: closing the listener")
             self.close()
             return
+        finally:
+            with self._lock:
+                self._run_forever_callers -= 1
         if self._fatal is not None:
             raise self._fatal
 
@@ -435,12 +462,20 @@ class Listener:
         self._call_state_hook(ConnectionState.CLOSED)
 
     def _fail(self, error: SignalWireError) -> None:
-        """A fatal error (reader thread): stop, let the dispatcher drain, wake the waiters."""
-        logger.error("the listener stops: %s", error)
+        """A fatal error (reader thread): stop, let the dispatcher drain, wake the waiters.
+
+        Logged once: at WARNING when a thread is in :meth:`run_forever` (it re-raises the error,
+        so the application reports it), at ERROR when nobody is (it must not go unseen).
+        """
         with self._lock:
             self._fatal = error
             self._closing.set()
             self._state = ConnectionState.CLOSED
+            raised = self._run_forever_callers > 0
+        if raised:
+            logger.warning("the listener stopped for good (raised from run_forever()): %s", error)
+        else:
+            logger.error("the listener stopped for good: %s", error)
         self._refresh_kick.set()
         self._watch_kick.set()
         self._queue.close(discard=False)  # the dispatcher delivers what is queued, then exits
@@ -509,7 +544,7 @@ class Listener:
                     self.relay_url,
                     timeout=self.connect_timeout,
                     verify=self._verify,
-                    on_event=self._on_event,
+                    on_events=self._on_events,
                     on_authorization_state=self._on_authorization_state,
                     max_message_bytes=self._max_message_bytes,
                     on_socket=self._watch_opening,
@@ -554,8 +589,8 @@ class Listener:
         self._set_state(ConnectionState.CONNECTED)
         if was_connected:
             self._queue.force(_Fill("reconnect"))
-        for event in buffered or ():
-            self._offer(event)
+        if buffered:
+            self._offer(buffered)
         if not was_connected:
             self._connected_once = True
             self._ready.set()
@@ -644,19 +679,21 @@ class Listener:
     def _on_authorization_state(self, state: str) -> None:
         self._authorization_state = state
 
-    def _on_event(self, event: ConversationMessageEvent) -> None:
+    def _on_events(self, events: List[RawEvent]) -> None:
         if self._handshake_buffer is not None:
-            self._handshake_buffer.append(event)
+            self._handshake_buffer.extend(events)
             return
-        self._offer(event)
+        self._offer(events)
 
-    def _offer(self, event: ConversationMessageEvent) -> None:
-        """Queue a live event; on overflow drop it and arrange a gap fill (never silently)."""
+    def _offer(self, events: List[RawEvent]) -> None:
+        """Queue live events; on overflow drop them and arrange a gap fill (never silently)."""
         if self._overflowed:
             self._try_end_overflow()
-        if not self._overflowed and self._queue.offer(event):
-            return
+        taken = 0
         if not self._overflowed:
+            taken = self._queue.offer_many(events)
+            if taken == len(events):
+                return
             self._overflowed = True
             logger.warning(
                 "the event queue is full (%d messages): the callbacks are slower than the "
@@ -665,7 +702,7 @@ class Listener:
                 self._queue_size,
                 self._low_water,
             )
-        self.stats["dropped_on_overflow"] += 1
+        self.stats["dropped_on_overflow"] += len(events) - taken
 
     def _try_end_overflow(self) -> None:
         if self._queue.qsize() <= self._low_water:
@@ -779,17 +816,21 @@ class Listener:
 
     def _run_dispatcher(self) -> None:
         try:
+            get_many = self._queue.get_many
             while True:
                 try:
-                    item = self._queue.get()
+                    items = get_many(_DISPATCH_BATCH)
                 except QueueClosed:
                     break
-                if isinstance(item, ConversationMessageEvent):
-                    self._deliver(item)
-                elif isinstance(item, _Fill):
-                    self._gap_fill(item.reason)
-                else:
-                    self._call_state_hook(item.state)
+                for item in items:
+                    if type(item) is tuple:
+                        if self._closing.is_set() and self._fatal is None:
+                            continue  # close(): queued messages are dropped
+                        self._deliver_raw(item)
+                    elif isinstance(item, _Fill):
+                        self._gap_fill(item.reason)
+                    elif isinstance(item, _StateChange):
+                        self._call_state_hook(item.state)
         except BaseException as exc:  # a bug of ours: never die silently
             logger.exception("the dispatcher thread failed")
             self._fatal = self._fatal or RealtimeError(
@@ -807,6 +848,19 @@ class Listener:
                 self._report_error(self._fatal, None)
             self._stopped.set()
             self._notify_closed()
+
+    def _deliver_raw(self, raw: RawEvent) -> None:
+        """Decode a live message (here, not on the reader: decoding never delays an ack)."""
+        payload, is_author = raw
+        try:
+            event = decode_event(payload, is_author=is_author)
+        except Exception as exc:  # ResponseValidationError, or anything odd: skip, never die
+            self.stats["events_skipped"] += 1
+            logger.warning(
+                "skipping a conversation.message that does not decode: %s: %s", type(exc).__name__, exc
+            )
+            return
+        self._deliver(event)
 
     def _deliver(self, event: ConversationMessageEvent) -> None:
         if event.id is not None and not self._recent.add(event.id):

@@ -6,7 +6,7 @@ import collections
 import queue
 import threading
 import time
-from typing import Any, Callable, Deque, Generic, Iterator, Optional, Protocol, TypeVar
+from typing import Any, Callable, Deque, Generic, Iterator, List, Optional, Protocol, Sequence, TypeVar
 
 from .._logging import get_logger
 from ..models import ConversationMessageEvent
@@ -28,15 +28,25 @@ class QueueClosed(Exception):
 
 
 class BoundedQueue(Generic[T]):
-    """A FIFO with a capacity, non-blocking and blocking puts, and a ``close()`` that wakes
-    every waiter (``queue.Queue`` has no way to wake a blocked ``get``/``put`` on shutdown)."""
+    """A FIFO with a capacity, non-blocking and blocking puts, batch puts and gets, and a
+    ``close()`` that wakes every waiter (``queue.Queue`` has no way to wake a blocked
+    ``get``/``put`` on shutdown).
+
+    A waiter is woken only when it can make progress (a getter when the queue goes from empty
+    to non-empty, a putter when room is made), and only when there is one: a producer that is
+    ahead of its consumer pays one uncontended lock per batch, no wake-up.
+    """
 
     def __init__(self, maxsize: int) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be at least 1, got {maxsize!r}")
         self.maxsize = maxsize
         self._items: Deque[T] = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._not_empty = threading.Condition(lock)
+        self._not_full = threading.Condition(lock)
+        self._getters = 0  # threads waiting in get()/get_many()
+        self._putters = 0  # threads waiting in put()
         self._closed = False
 
     @property
@@ -48,33 +58,72 @@ class BoundedQueue(Generic[T]):
 
     def offer(self, item: T) -> bool:
         """Append without waiting; ``False`` when full. A closed queue swallows the item."""
-        with self._cond:
+        with self._not_empty:
             if self._closed:
                 return True
             if len(self._items) >= self.maxsize:
                 return False
             self._items.append(item)
-            self._cond.notify_all()
+            if self._getters:
+                self._not_empty.notify()
             return True
+
+    def offer_many(self, items: Sequence[T]) -> int:
+        """Append as many of ``items`` as fit, in order, without waiting; how many were taken
+        (all of them when the queue is closed: it swallows them)."""
+        with self._not_empty:
+            if self._closed:
+                return len(items)
+            room = self.maxsize - len(self._items)
+            if room <= 0:
+                return 0
+            taken = items if room >= len(items) else items[:room]
+            self._items.extend(taken)
+            if self._getters:
+                self._not_empty.notify()
+            return len(taken)
 
     def force(self, item: T) -> None:
         """Append even beyond the capacity (for the few control items: markers, states)."""
-        with self._cond:
+        with self._not_empty:
             if self._closed:
                 return
             self._items.append(item)
-            self._cond.notify_all()
+            if self._getters:
+                self._not_empty.notify()
 
     def put(self, item: T) -> bool:
         """Append, waiting while full; ``False`` when the queue was closed meanwhile."""
-        with self._cond:
+        with self._not_full:
             while not self._closed and len(self._items) >= self.maxsize:
-                self._cond.wait()
+                self._putters += 1
+                try:
+                    self._not_full.wait()
+                finally:
+                    self._putters -= 1
             if self._closed:
                 return False
             self._items.append(item)
-            self._cond.notify_all()
+            if self._getters:
+                self._not_empty.notify()
             return True
+
+    def _wait_for_items(self, timeout: Optional[float]) -> None:
+        # with the lock held: until an item, the close, or the timeout (queue.Empty)
+        if timeout is not None and timeout >= threading.TIMEOUT_MAX:
+            timeout = None  # inf: wait forever (threading cannot take it)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._items and not self._closed:
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise queue.Empty
+            self._getters += 1
+            try:
+                self._not_empty.wait(remaining)
+            finally:
+                self._getters -= 1
 
     def get(self, timeout: Optional[float] = None) -> T:
         """The oldest item, waiting up to ``timeout`` (``None``: no limit).
@@ -82,35 +131,43 @@ class BoundedQueue(Generic[T]):
         Raises ``queue.Empty`` when the timeout passes, :class:`QueueClosed` when the queue is
         closed and empty.
         """
-        if timeout is not None and timeout >= threading.TIMEOUT_MAX:
-            timeout = None  # inf: wait forever (threading cannot take it)
-        with self._cond:
-            if timeout is None:
-                while not self._items and not self._closed:
-                    self._cond.wait()
-            else:
-                deadline = time.monotonic() + timeout
-                while not self._items and not self._closed:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise queue.Empty
-                    self._cond.wait(remaining)
+        with self._not_empty:
+            self._wait_for_items(timeout)
             if not self._items:
                 raise QueueClosed
             item = self._items.popleft()
-            self._cond.notify_all()
+            if self._putters:
+                self._not_full.notify()
             return item
+
+    def get_many(self, limit: int, timeout: Optional[float] = None) -> List[T]:
+        """The oldest items (at least one, at most ``limit``), waiting as :meth:`get` does."""
+        with self._not_empty:
+            self._wait_for_items(timeout)
+            items = self._items
+            if not items:
+                raise QueueClosed
+            if len(items) <= limit:
+                batch = list(items)
+                items.clear()
+            else:
+                popleft = items.popleft
+                batch = [popleft() for _ in range(limit)]
+            if self._putters:
+                self._not_full.notify_all()
+            return batch
 
     def close(self, *, discard: bool, keep: Optional[Callable[[T], bool]] = None) -> None:
         """No more puts; wake every waiter. With ``discard`` the items left are dropped (except
         those ``keep`` accepts), else ``get`` keeps returning them until the queue is empty."""
-        with self._cond:
+        with self._not_empty:
             self._closed = True
             if discard:
                 kept = [item for item in self._items if keep is not None and keep(item)]
                 self._items.clear()
                 self._items.extend(kept)
-            self._cond.notify_all()
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
 
 
 class Subscription:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
+import socket
 import threading
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
+
+import websocket
 
 import pytest
 
@@ -17,8 +21,13 @@ from signalwire_conversation.realtime.connection import (
     AUTH_REFUSAL_CODES,
     Connection,
     FrameKind,
+    RawEvent,
+    _CappedFrameBuffer,
+    _CappedWebSocket,
     ack_frame,
+    ack_text,
     classify_frame,
+    mask_frame,
     connect_params,
     is_auth_refusal,
     parse_frame,
@@ -151,14 +160,14 @@ class _FakeWS:
 class TestConnectionFrameHandling:
     """handle_text() without a socket: what is answered and what is handed on."""
 
-    def make(self) -> "tuple[Connection, _FakeWS, List[ConversationMessageEvent], List[str]]":
+    def make(self) -> "tuple[Connection, _FakeWS, List[RawEvent], List[str]]":
         ws = _FakeWS()
-        events: List[ConversationMessageEvent] = []
+        events: List[RawEvent] = []
         states: List[str] = []
-        conn = Connection(ws, url="ws://x", on_event=events.append, on_authorization_state=states.append)  # type: ignore[arg-type]
+        conn = Connection(ws, url="ws://x", on_events=events.extend, on_authorization_state=states.append)
         return conn, ws, events, states
 
-    def test_event_is_acked_first_and_decoded(self) -> None:
+    def test_event_is_acked_first_and_handed_on_undecoded(self) -> None:
         conn, ws, events, _ = self.make()
         frame = {
             "jsonrpc": "2.0",
@@ -172,8 +181,19 @@ class TestConnectionFrameHandling:
         }
         conn.handle_text(json.dumps(frame))
         assert ws.sent == [{"jsonrpc": "2.0", "id": "ev-1", "result": {}}]
-        assert len(events) == 1
-        assert events[0].id == "m1" and events[0].conversation_id == "g" and events[0].is_author is True
+        # decoded later, on the dispatcher thread (so that decoding never delays an ack)
+        assert events == [(frame["params"]["params"], True)]  # type: ignore[index]
+
+    def test_is_author_that_is_not_a_boolean_is_dropped(self) -> None:
+        conn, _, events, _ = self.make()
+        params = {"event_type": "conversation.message", "is_author": "yes", "params": {"id": "m"}}
+        conn.handle_text(json.dumps({"id": "e", "method": "signalwire.event", "params": params}))
+        assert events == [({"id": "m"}, None)]
+
+    def test_ack_text_is_the_encoded_ack_frame(self) -> None:
+        for frame_id in ["ev-1", "é\"\\\n\u2028", 7, 1.5, ["x"]]:
+            assert json.loads(ack_text(frame_id)) == ack_frame(frame_id)
+            assert ack_text(frame_id) == json.dumps(ack_frame(frame_id), separators=(",", ":"))
 
     def test_every_event_is_acked_even_unknown_or_broken(self) -> None:
         conn, ws, events, states = self.make()
@@ -214,6 +234,121 @@ class TestConnectionFrameHandling:
         assert not pending.done.is_set()
         conn.handle_text(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": {"ok": 1}}))
         assert pending.done.is_set() and pending.result == {"ok": 1} and pending.error is None
+
+
+class TestFraming:
+    """The fast paths: outgoing masked frames, the read-ahead buffer, batched acks."""
+
+    def test_mask_frame_is_what_websocket_client_parses(self) -> None:
+        for size in [0, 1, 5, 125, 126, 127, 4000, 65535, 65536, 70000]:
+            payload = os.urandom(size)
+            key = os.urandom(4)
+            data = mask_frame(payload, key, opcode=0x2)
+            chunks = [data]
+            buf = websocket.frame_buffer(lambda n: chunks.pop(0) if chunks else b"", True)
+            frame = buf.recv_frame()
+            assert data[1] & 0x80 and data[0] == 0x82  # final, binary, masked
+            assert frame.fin == 1 and frame.opcode == 0x2
+            assert frame.data == payload, size
+
+    def _reader(self, data: bytes, max_bytes: int = 1 << 20) -> Tuple[_CappedFrameBuffer, List[int]]:
+        reads: List[int] = []
+        chunks = [data]
+
+        def recv(n: int) -> bytes:
+            reads.append(n)
+            if not chunks:
+                raise websocket.WebSocketTimeoutException("no more")
+            out = chunks[0][:n]
+            chunks[0] = chunks[0][n:]
+            if not chunks[0]:
+                chunks.pop(0)
+            return out
+
+        buf = _CappedFrameBuffer(recv, True)
+        buf.max_bytes = max_bytes
+        return buf, reads
+
+    @staticmethod
+    def server_frame(payload: bytes, first: int = 0x81) -> bytes:
+        n = len(payload)
+        head = bytes([first, n]) if n < 126 else bytes([first, 126]) + n.to_bytes(2, "big")
+        return head + payload
+
+    def test_read_ahead_serves_several_frames_from_one_read(self) -> None:
+        frames = [b"a" * 10, b"b" * 300, b"c" * 125]
+        buf, reads = self._reader(b"".join(self.server_frame(f) for f in frames))
+        assert buf.take_text() is None  # nothing read yet: the fast path never reads
+        first = buf.recv_frame()  # websocket-client's reader, over the buffer
+        assert first.data == frames[0] and len(reads) == 1
+        assert buf.take_text() == frames[1] and buf.take_text() == frames[2]
+        assert buf.take_text() is None and len(reads) == 1
+
+    def test_fast_path_leaves_anything_unusual_to_websocket_client(self) -> None:
+        ping = bytes([0x89, 0])
+        fragment = self.server_frame(b"part", first=0x01)
+        rsv = self.server_frame(b"x", first=0xC1)
+        for data in [ping, fragment, rsv, self.server_frame(b"x" * 300)[:100]]:
+            buf, _ = self._reader(data)
+            try:
+                buf.recv_strict(1)  # fill the buffer, then put the byte back
+            except websocket.WebSocketTimeoutException:
+                pass
+            buf._pos = 0
+            assert buf.take_text() is None
+
+    def test_partial_frame_survives_a_timeout(self) -> None:
+        frame = self.server_frame(b"z" * 1000)
+        chunks = [frame[:3], frame[3:500]]
+        buf = _CappedFrameBuffer(lambda n: chunks.pop(0) if chunks else (_ for _ in ()).throw(
+            websocket.WebSocketTimeoutException("t")), True)
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            buf.recv_frame()
+        chunks.append(frame[500:])
+        assert buf.recv_frame().data == b"z" * 1000
+
+    def test_cap_holds_on_the_fast_path(self) -> None:
+        buf, _ = self._reader(self.server_frame(b"y" * 200) * 2, max_bytes=100)
+        with pytest.raises(websocket.WebSocketPayloadException):
+            buf.recv_frame()
+
+    def test_batch_acks_in_one_write_before_handing_on(self) -> None:
+        """A real socket pair: events read together are acked with one write, then handed on."""
+        client_sock, server_sock = socket.socketpair()
+        try:
+            ws = _CappedWebSocket(skip_utf8_validation=True, enable_multithread=True)
+            ws.sock = client_sock
+            ws.connected = True
+            order: List[str] = []
+            handed: List[RawEvent] = []
+
+            def on_events(events: List[RawEvent]) -> None:
+                order.append("handed")
+                # every ack is already on the wire
+                server_sock.settimeout(2)
+                got = b""
+                while got.count(b"\x81") < 3 and len(got) < 3 * 60:
+                    got += server_sock.recv(4096)
+                order.append("acks-read")
+                handed.extend(events)
+
+            conn = Connection(ws, url="ws://x", on_events=on_events, on_authorization_state=lambda s: None)
+            frames = [
+                json.dumps({"jsonrpc": "2.0", "id": f"e{i}", "method": "signalwire.event",
+                            "params": {"event_type": "conversation.message", "params": {"id": f"m{i}"}}})
+                for i in range(3)
+            ]
+            server_sock.sendall(b"".join(self.server_frame(f.encode()) for f in frames))
+            deadline = 50
+            while len(handed) < 3 and deadline:
+                deadline -= 1
+                conn.poll(1.0)
+            assert [e[0]["id"] for e in handed] == ["m0", "m1", "m2"]
+            assert order == ["handed", "acks-read"]
+            assert conn.events_received == 3
+        finally:
+            client_sock.close()
+            server_sock.close()
 
 
 # -- delivery decisions ------------------------------------------------------------------------
@@ -287,6 +422,43 @@ class TestBoundedQueue:
         assert results == ["put:False"]
         with pytest.raises(QueueClosed):
             q.get()
+
+    def test_batches(self) -> None:
+        q: BoundedQueue[int] = BoundedQueue(4)
+        assert q.offer_many([1, 2, 3]) == 3
+        assert q.offer_many([4, 5, 6]) == 1  # as many as fit, in order
+        assert q.offer_many([7]) == 0
+        assert q.get_many(3) == [1, 2, 3]
+        assert q.get_many(10) == [4]
+        with pytest.raises(queue.Empty):
+            q.get_many(10, timeout=0.01)
+        q.close(discard=False)
+        assert q.offer_many([8, 9]) == 2  # swallowed
+        with pytest.raises(QueueClosed):
+            q.get_many(1)
+
+    def test_a_waiting_consumer_is_woken_by_a_batch(self) -> None:
+        q: BoundedQueue[int] = BoundedQueue(10)
+        got: List[List[int]] = []
+        t = threading.Thread(target=lambda: got.append(q.get_many(10, timeout=5)))
+        t.start()
+        deadline = threading.Event()
+        while q._getters == 0 and not deadline.wait(0.001):
+            pass
+        q.offer_many([1, 2])
+        t.join(5)
+        assert got == [[1, 2]]
+
+    def test_a_full_put_is_woken_by_a_batch_get(self) -> None:
+        q: BoundedQueue[int] = BoundedQueue(1)
+        q.offer(1)
+        t = threading.Thread(target=q.put, args=(2,))
+        t.start()
+        while q._putters == 0:
+            threading.Event().wait(0.001)
+        assert q.get_many(5) == [1]
+        t.join(5)
+        assert not t.is_alive() and q.get(0) == 2
 
     def test_close_without_discard_drains(self) -> None:
         q: BoundedQueue[int] = BoundedQueue(5)
