@@ -75,6 +75,15 @@ class BinaryFrame(bytes):
 OutFrame = Union[str, bytes]
 
 
+def _json_value(value: Any) -> str:
+    """``_dumps(value)``, without the encoder's generic path for the common ``str``/``None``."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _encode_str(value)
+    return _dumps(value)
+
+
 def _json_float(value: float) -> str:
     return float.__repr__(value) if math.isfinite(value) else _dumps(value)
 
@@ -718,8 +727,8 @@ class Store:
             + "," + _encode_str(self.sender_field) + ":" + _encode_str(sender.address_id)
             + ',"ts":' + ts_text
             + ',"details":' + (_dumps(details) if details else "{}")
-            + ',"type":"message","subtype":' + _dumps(data["subtype"])
-            + ',"kind":' + _dumps(data["kind"])
+            + ',"type":"message","subtype":' + _json_value(data["subtype"])
+            + ',"kind":' + _json_value(data["kind"])
             + ',"text":' + (_encode_str(text) if type(text) is str else _dumps(text))
             + ',"metadata":' + (_dumps(metadata) if metadata else "{}")
             + ',"hidden":false,"conversation_name":' + _encode_str(group.name)

@@ -108,7 +108,7 @@ def test_invalid_utf8_text_frame_is_a_protocol_error_for_a_strict_client(emu: Em
     try:
         emu.wait_for(lambda: len(emu.connections) == 1)
         emu.send_raw(b"\xff")
-        with pytest.raises(Exception):  # a strict client refuses the frame (what we want to provoke)
+        with pytest.raises(websocket.WebSocketPayloadException):  # a strict client refuses it
             ws.recv()
     finally:
         ws.close()
