@@ -461,21 +461,28 @@ class Listener:
             self._closed_notified = True
         self._call_state_hook(ConnectionState.CLOSED)
 
-    def _fail(self, error: SignalWireError) -> None:
-        """A fatal error (reader thread): stop, let the dispatcher drain, wake the waiters.
+    def _fail(self, error: SignalWireError, *, logged: bool = False) -> None:
+        """A fatal error: stop, let the dispatcher drain, wake the waiters.
 
         Logged once: at WARNING when a thread is in :meth:`run_forever` (it re-raises the error,
-        so the application reports it), at ERROR when nobody is (it must not go unseen).
+        so the application reports it), at ERROR when nobody is (it must not go unseen);
+        ``logged`` when the caller already logged it (a bug of ours, with its traceback).
         """
         with self._lock:
-            self._fatal = error
+            if self._fatal is None:
+                self._fatal = error
             self._closing.set()
             self._state = ConnectionState.CLOSED
             raised = self._run_forever_callers > 0
-        if raised:
+            conn = self._conn
+        if logged:
+            pass
+        elif raised:
             logger.warning("the listener stopped for good (raised from run_forever()): %s", error)
         else:
             logger.error("the listener stopped for good: %s", error)
+        if conn is not None:
+            conn.abort()  # the reader stops now, not at its next read timeout
         self._refresh_kick.set()
         self._watch_kick.set()
         self._queue.close(discard=False)  # the dispatcher delivers what is queued, then exits
@@ -517,8 +524,8 @@ class Listener:
                 self._serve(conn)
                 delay = self._backoff.delay(0)
         except BaseException as exc:  # a bug of ours: never die silently
-            logger.exception("the reader thread failed")
-            self._fail(RealtimeError(f"the reader thread failed: {type(exc).__name__}: {exc}"))
+            logger.exception("the listener stopped for good: the reader thread failed")
+            self._fail(RealtimeError(f"the reader thread failed: {type(exc).__name__}: {exc}"), logged=True)
 
     def _connect(self) -> Connection:
         """Open, authenticate (resume when possible), announce; returns the live connection."""
@@ -659,7 +666,6 @@ class Listener:
                 self._last_error = exc
                 logger.info("websocket lost: %s", exc)
         finally:
-            self.stats["events_received"] += conn.events_received
             if not self._closing.is_set():
                 self.stats["disconnects"] += 1
             self._drop_connection(conn)
@@ -680,6 +686,7 @@ class Listener:
         self._authorization_state = state
 
     def _on_events(self, events: List[RawEvent]) -> None:
+        self.stats["events_received"] += len(events)
         if self._handshake_buffer is not None:
             self._handshake_buffer.extend(events)
             return
@@ -832,11 +839,8 @@ class Listener:
                     elif isinstance(item, _StateChange):
                         self._call_state_hook(item.state)
         except BaseException as exc:  # a bug of ours: never die silently
-            logger.exception("the dispatcher thread failed")
-            self._fatal = self._fatal or RealtimeError(
-                f"the dispatcher thread failed: {type(exc).__name__}: {exc}"
-            )
-            self._closing.set()
+            logger.exception("the listener stopped for good: the dispatcher thread failed")
+            self._fail(RealtimeError(f"the dispatcher thread failed: {type(exc).__name__}: {exc}"), logged=True)
         finally:
             with self._lock:
                 subs = self._subs

@@ -263,9 +263,15 @@ def test_20_drops_during_2000_messages_exactly_once_in_order(emu: Any, people: A
     listener.subscribe(got)
     texts = [f"d-{i:04d}" for i in range(2000)]
     for k in range(20):
-        # each drop hits a live, authenticated link (so there are exactly 20 of them), with
-        # messages sent just before it (in flight) and while the link is down
-        wait_until(lambda: len(live_connections(emu, people.alice)) == 1, 5, "a live connection")
+        # each drop hits a link that both sides consider up: the server authenticated it and
+        # the client has its answer (connects counts those). Waiting for the server's side
+        # alone is not enough: the drop could then hit a session whose connect answer is still
+        # in flight, which the client records as a failed connect, not a disconnect.
+        wait_until(
+            lambda: listener.stats["connects"] == k + 1 and len(live_connections(emu, people.alice)) == 1,
+            5,
+            f"connection {k + 1} up on both sides",
+        )
         emu.send_messages(people.bob, people.alice.address_id, texts[k * 100 : k * 100 + 50])
         emu.drop_connections(people.alice)
         emu.send_messages(people.bob, people.alice.address_id, texts[k * 100 + 50 : (k + 1) * 100])
@@ -275,9 +281,7 @@ def test_20_drops_during_2000_messages_exactly_once_in_order(emu: Any, people: A
     wait_until(lambda: listener.stats["gap_fills"] == listener.stats["connects"] - 1, 20, "the last gap fill")
     assert len(got.texts) == 2000, f"{len(got.texts) - 2000} extra deliveries"
     assert got.texts == texts
-    # a drop may hit a link the server has authenticated but whose answer is still in flight:
-    # that counts as a failed connect, not a disconnect
-    assert listener.stats["disconnects"] + listener.stats["connect_failures"] == 20
+    assert listener.stats["disconnects"] == 20 and listener.stats["connect_failures"] == 0
     assert listener.stats["delivered"] == 2000 and listener.stats["recovered"] > 0
 
 
@@ -384,7 +388,9 @@ def test_bad_token_raises_at_subscribe(emu: Any, people: Any, make: Factory) -> 
         listener.run_forever()
 
 
-def test_revoked_token_is_fatal_for_run_forever(emu: Any, people: Any, make: Factory) -> None:
+def test_revoked_token_is_fatal_for_run_forever(
+    emu: Any, people: Any, make: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
     token = emu.issue_token(people.alice)
     listener = make(people.alice, token=token)
     errors: List[Any] = []
@@ -400,6 +406,8 @@ def test_revoked_token_is_fatal_for_run_forever(emu: Any, people: Any, make: Fac
 
     t = threading.Thread(target=run)
     t.start()
+    wait_until(lambda: listener._run_forever_callers == 1, 5, "run_forever() entered")
+    caplog.set_level("INFO", logger="signalwire_conversation")
     emu.revoke_token(token)
     emu.refuse_resume(times=1)
     emu.drop_connections(people.alice)
@@ -408,6 +416,54 @@ def test_revoked_token_is_fatal_for_run_forever(emu: Any, people: Any, make: Fac
     assert len(raised) == 1 and isinstance(raised[0], AuthenticationError)
     assert listener.state is ConnectionState.CLOSED
     assert errors and isinstance(errors[0], AuthenticationError)
+    assert listener.error is raised[0]
+    # reported once, not as an ERROR: run_forever() raised it, the application reports it
+    fatal = [r for r in caplog.records if "stopped for good" in r.getMessage()]
+    assert [r.levelname for r in fatal] == ["WARNING"], [r.getMessage() for r in fatal]
+    assert "raised from run_forever()" in fatal[0].getMessage()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_fatal_error_is_observable_without_run_forever(
+    emu: Any, people: Any, make: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No run_forever(): CLOSED through on_state_change, the error on listener.error, wait()
+    returns, and the log says it at ERROR (nobody else will)."""
+    token = emu.issue_token(people.alice)
+    seen: List[Any] = []
+    closed = threading.Event()
+
+    def on_state(state: ConnectionState) -> None:
+        seen.append((state, listener.error))
+        if state is ConnectionState.CLOSED:
+            closed.set()
+
+    listener = make(people.alice, token=token, on_state_change=on_state)
+    listener.subscribe(Collector())
+    assert listener.error is None and not listener.wait(0.01)
+    caplog.set_level("INFO", logger="signalwire_conversation")
+    emu.revoke_token(token)
+    emu.refuse_resume(times=1)
+    emu.drop_connections(people.alice)
+    assert closed.wait(10), "CLOSED was not notified"
+    assert listener.wait(5)
+    assert listener.state is ConnectionState.CLOSED
+    assert isinstance(listener.error, AuthenticationError)
+    # by the time CLOSED is told, the error is readable (a watcher can tell "died" from "closed")
+    assert seen[-1] == (ConnectionState.CLOSED, listener.error)
+    assert [s for s, _ in seen].count(ConnectionState.CLOSED) == 1
+    fatal = [r for r in caplog.records if "stopped for good" in r.getMessage()]
+    assert [r.levelname for r in fatal] == ["ERROR"]
+    with pytest.raises(AuthenticationError):
+        listener.run_forever()  # still raised to a late caller
+
+
+def test_plain_close_is_not_an_error(emu: Any, people: Any, make: Factory) -> None:
+    listener = make(people.alice)
+    listener.subscribe(Collector())
+    listener.close()
+    assert listener.wait(0) and listener.error is None and listener.state is ConnectionState.CLOSED
+    listener.run_forever()  # returns at once, raises nothing
 
 
 def test_callable_token_refreshed_before_expiry(emu: Any, people: Any, make: Factory) -> None:
@@ -666,3 +722,84 @@ def test_infinite_timeouts_are_accepted(emu: Any, people: Any, make: Factory) ->
     emu.send_message(people.bob, people.alice.address_id, "x")
     assert sub.get(timeout=float("inf")).text == "x"
     listener.close(timeout=float("inf"))
+
+
+# -- the fast paths over TLS and under a burst ---------------------------------------------------
+
+
+def test_burst_over_tls_every_event_acked_and_delivered_in_order(tmp_path: Any) -> None:
+    """The read-ahead buffer and the batched, self-masked acks over an ``SSLSocket``."""
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with Emulator(ssl_context=ctx, ping_interval=PING_INTERVAL) as emu:
+        alice, bob = emu.add_subscriber("alice"), emu.add_subscriber("bob")
+        assert emu.relay_url.startswith("wss://")
+        listener = Listener(
+            tokens=TokenProvider(alice.token),
+            relay_url=emu.relay_url,
+            fetch_missed=lambda since: [],
+            verify=str(ca_file),
+        )
+        try:
+            got = Collector()
+            listener.subscribe(got)
+            texts = [f"tls-{i:04d} " + "x" * (i % 700) for i in range(1500)]
+            emu.send_messages(bob, alice.address_id, texts)
+            got.wait(1500, timeout=30)
+            assert got.texts == texts
+            emu.wait_for(lambda: not emu.unacked_events(alice), timeout=10)
+            assert listener.stats["connects"] == 1 and listener.stats["disconnects"] == 0
+        finally:
+            listener.close()
+    assert listener_threads() == []
+
+
+def test_undecodable_message_is_skipped_on_the_dispatcher(
+    emu: Any, people: Any, make: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from signalwire_conversation.realtime import listener as listener_module
+
+    real = listener_module.decode_event
+
+    def picky(payload: Any, is_author: Any = None) -> Any:
+        if payload.get("text") == "bad":
+            raise ValueError("injected decode failure")
+        return real(payload, is_author=is_author)
+
+    monkeypatch.setattr(listener_module, "decode_event", picky)
+    got = Collector()
+    listener = make(people.alice)
+    listener.subscribe(got)
+    emu.send_messages(people.bob, people.alice.address_id, ["one", "bad", "two"])
+    got.wait(2)
+    assert got.texts == ["one", "two"]
+    assert listener.stats["events_skipped"] == 1 and listener.stats["events_received"] == 3
+    emu.wait_for(lambda: not emu.unacked_events(people.alice), timeout=5)  # acked all the same
+    assert listener.state is ConnectionState.CONNECTED
+
+
+def test_a_bug_in_the_dispatcher_stops_everything_and_is_logged_once(
+    emu: Any, people: Any, make: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = threading.Event()
+    listener = make(people.alice, on_state_change=lambda s: closed.set() if s is ConnectionState.CLOSED else None)
+    listener.subscribe(Collector())
+
+    def broken(event: Any) -> None:
+        raise ZeroDivisionError("a bug")
+
+    listener._deliver = broken  # type: ignore[method-assign]
+    caplog.set_level("INFO", logger="signalwire_conversation")
+    emu.send_message(people.bob, people.alice.address_id, "boom")
+    assert closed.wait(5)
+    assert isinstance(listener.error, RealtimeError) and "dispatcher" in str(listener.error)
+    # the reader is stopped at once (its socket aborted), not at its next read timeout
+    wait_until(lambda: "signalwire-reader" not in listener_threads(), 3, "the reader stopped")
+    fatal = [r for r in caplog.records if "stopped for good" in r.getMessage()]
+    assert len(fatal) == 1 and fatal[0].levelname == "ERROR" and fatal[0].exc_info
