@@ -173,6 +173,19 @@ class Client:
             return listener.state
         return ConnectionState.CLOSED if closed else ConnectionState.IDLE
 
+    @property
+    def listener_error(self) -> Optional[SignalWireError]:
+        """The fatal error that stopped the realtime listener for good, else ``None``.
+
+        A refused token that cannot be refreshed is the usual one. It is set before
+        :attr:`connection_state` becomes ``CLOSED``, so code that watches the state (or an
+        ``on_state_change`` hook) can tell "the listener died" (this is set) from "the client
+        was closed" (``None``). :meth:`run_forever` re-raises it.
+        """
+        with self._lock:
+            listener = self._listener
+        return listener.error if listener is not None else None
+
     def run_forever(self) -> None:
         """Block until :meth:`close` (from another thread or a callback) or Ctrl+C.
 
