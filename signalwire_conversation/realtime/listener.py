@@ -475,12 +475,11 @@ class Listener:
             self._state = ConnectionState.CLOSED
             raised = self._run_forever_callers > 0
             conn = self._conn
-        if logged:
-            pass
-        elif raised:
-            logger.warning("the listener stopped for good (raised from run_forever()): %s", error)
-        else:
-            logger.error("the listener stopped for good: %s", error)
+        if not logged:
+            if raised:
+                logger.warning("the listener stopped for good (raised from run_forever()): %s", error)
+            else:
+                logger.error("the listener stopped for good: %s", error)
         if conn is not None:
             conn.abort()  # the reader stops now, not at its next read timeout
         self._refresh_kick.set()
