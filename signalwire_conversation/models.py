@@ -564,8 +564,12 @@ _build_message = _builder(ConversationMessage)
 _build_event = _builder(ConversationMessageEvent)
 
 
-def _fast_message(data: JSONDict, event: bool) -> Any:
-    """The model for a well-typed payload, or ``None`` when the converter must decide."""
+def _fast_message(data: JSONDict, event: bool, default_is_author: Optional[bool] = None) -> Any:
+    """The model for a well-typed payload, or ``None`` when the converter must decide.
+
+    ``default_is_author`` is the event's ``is_author`` when the payload has none (the
+    envelope's flag), so an event is built once instead of built and evolved.
+    """
     get = data.get
     conversation_id = get("conversation_id")
     alias_c: Optional[str] = None
@@ -627,7 +631,9 @@ def _fast_message(data: JSONDict, event: bool) -> Any:
     if type(hidden) is not bool:
         hidden = _bool(hidden)
     is_author = get("is_author")
-    if is_author is not None and type(is_author) is not bool:
+    if is_author is None:
+        is_author = default_is_author
+    elif type(is_author) is not bool:
         is_author = _bool(is_author)
     recovered = get("recovered", False)
     if type(recovered) is not bool:
@@ -665,7 +671,7 @@ def decode_event(payload: Any, *, is_author: Optional[bool] = None) -> Conversat
     """
     event: Optional[ConversationMessageEvent] = None
     if type(payload) is dict:
-        event = _fast_message(payload, True)
+        event = _fast_message(payload, True, is_author)
     if event is None:
         event = _event_hook(payload)
     if is_author is not None and event.is_author is None:

@@ -175,6 +175,22 @@ def test_decode_event_is_author() -> None:
     assert decode_event({"id": "1", "is_author": False}, is_author=True).is_author is False
 
 
+def test_decode_event_is_author_on_the_fast_path() -> None:
+    # a well-typed live payload takes the inline path: the envelope flag applies there too,
+    # and the payload's own flag still wins
+    payload = {
+        "id": "m1", "group_id": "g", "from_fabric_address_id": "a", "ts": 1.5, "details": {},
+        "type": "message", "subtype": "chat", "kind": None, "text": "hi", "metadata": {},
+        "hidden": False, "conversation_name": "c", "user_name": "u",
+    }
+    assert decode_event(payload, is_author=True).is_author is True
+    assert decode_event(payload).is_author is None
+    assert decode_event(dict(payload, is_author=False), is_author=True).is_author is False
+    # the converter's path (forced by a string ts it must coerce) gives the same event
+    slow = decode_event(dict(payload, ts="1.5"), is_author=True)
+    assert slow == decode_event(payload, is_author=True)
+
+
 def test_event_from_message() -> None:
     msg = decode_message({"id": "1", "group_id": "g", "from_fabric_address_id": "a", "ts": 3, "user_name": "Ann", "hidden": "true"})
     event = event_from_message(msg)
