@@ -14,6 +14,8 @@ One :class:`Client` may be shared by many threads.
 
 from __future__ import annotations
 
+import typing as _typing
+
 from ._version import __version__
 from .client import Client
 from .conversation import ConversationAPI
@@ -42,7 +44,28 @@ from .models import (
     SubscriberInfo,
 )
 from .pagination import Page
-from .realtime import ConnectionState, Subscription
+
+if _typing.TYPE_CHECKING:
+    from .realtime import ConnectionState, Subscription
+
+# The realtime package (and websocket-client under it) is imported on first use, so a
+# REST-only program never pays for it.
+_LAZY = {"ConnectionState": "realtime", "Subscription": "realtime"}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "__version__",

@@ -252,7 +252,8 @@ def test_public_names() -> None:
 
 
 def test_public_names_match_module_namespace() -> None:
-    public = {n for n in vars(signalwire_conversation) if not n.startswith("_")} - {"annotations"}
+    # dir(), not vars(): ConnectionState and Subscription are loaded on first access
+    public = {n for n in dir(signalwire_conversation) if not n.startswith("_")} - {"annotations"}
     modules = {n for n in public if type(getattr(signalwire_conversation, n)).__name__ == "module"}
     assert public - modules == set(signalwire_conversation.__all__) - {"__version__"}
 
@@ -302,3 +303,22 @@ def test_constructor_accepts_usable_arguments() -> None:
     assert threading.active_count() >= 1
     c.close()
     session.close()
+
+
+def test_import_stays_light() -> None:
+    """A REST-only program never imports the realtime stack, the emulator or the CLI."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, signalwire_conversation\n"
+        "heavy = ['websocket', 'websockets', 'redis', 'signalwire_conversation.realtime',\n"
+        "         'signalwire_conversation.testing', 'signalwire_conversation.cli']\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+        "signalwire_conversation.ConnectionState\n"
+        "print('signalwire_conversation.realtime' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.splitlines()
+    assert out == ["", "True"], out
