@@ -45,6 +45,15 @@ class Collector:
             return [e.text for e in self.events]
 
 
+def _state(client: Client) -> ConnectionState:
+    """``client.connection_state``, read afresh (a helper, so type checkers do not narrow it)."""
+    return client.connection_state
+
+
+def _error(client: Client) -> Optional[BaseException]:
+    return client.listener_error
+
+
 def _sdk_threads() -> List[str]:
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("signalwire-"))
 
@@ -134,7 +143,7 @@ def test_iterator_mode_ends_on_close(
     assert done.wait(WAIT), "iteration did not end after client.close()"
     worker.join(WAIT)
     assert seen == ["x", "y", "z"]
-    assert client.connection_state is ConnectionState.CLOSED
+    assert _state(client) is ConnectionState.CLOSED
 
 
 def test_connection_state_and_the_state_hook(
@@ -149,20 +158,20 @@ def test_connection_state_and_the_state_hook(
             closed.set()
 
     client = make_client(alice, on_state_change=on_state, listener_options=FAST_LISTENER)
-    assert client.connection_state is ConnectionState.IDLE
+    assert _state(client) is ConnectionState.IDLE
     assert _sdk_threads() == []  # nothing started by the constructor or by REST calls
     list(client.conversation.get_messages())
     assert _sdk_threads() == [] and emu.all_connections == []
 
     client.conversation.subscribe(lambda e: None)
-    assert client.connection_state is ConnectionState.CONNECTED
-    assert client.listener_error is None
+    assert _state(client) is ConnectionState.CONNECTED
+    assert _error(client) is None
     client.close()
 
-    assert client.connection_state is ConnectionState.CLOSED
+    assert _state(client) is ConnectionState.CLOSED
     assert closed.wait(WAIT)
     assert states == [ConnectionState.CONNECTING, ConnectionState.CONNECTED, ConnectionState.CLOSED]
-    assert client.listener_error is None  # closed, not died
+    assert _error(client) is None  # closed, not died
 
 
 def test_a_drop_is_survived_and_the_hook_sees_the_reconnect(
@@ -194,7 +203,7 @@ def test_a_drop_is_survived_and_the_hook_sees_the_reconnect(
         ConnectionState.CONNECTING, ConnectionState.CONNECTED,
         ConnectionState.RECONNECTING, ConnectionState.CONNECTED,
     ]
-    assert client.listener_error is None
+    assert _error(client) is None
 
 
 def test_messages_missed_on_a_dead_link_are_filled_in_over_rest(
@@ -244,7 +253,7 @@ def test_on_error_gets_what_a_callback_raised_and_delivery_goes_on(
     exc, event = errors[0]
     assert isinstance(exc, ValueError) and str(exc) == "callback failed on purpose"
     assert event is not None and event.text == "boom"
-    assert client.connection_state is ConnectionState.CONNECTED
+    assert _state(client) is ConnectionState.CONNECTED
 
 
 def test_a_callback_may_call_the_client(
@@ -277,16 +286,16 @@ def test_listener_error_after_the_token_is_revoked_and_run_forever_raises_it(
 
     client = make_client(alice, on_state_change=on_state, listener_options=FAST_LISTENER)
     client.conversation.subscribe(lambda e: None)
-    assert client.listener_error is None
+    assert _error(client) is None
 
     emu.revoke_token(alice.token)
     emu.refuse_resume()
     emu.drop_connections(alice)
 
     assert closed.wait(WAIT), "the listener did not stop after the token was revoked"
-    error = client.listener_error
+    error = _error(client)
     assert isinstance(error, AuthenticationError)
-    assert client.connection_state is ConnectionState.CLOSED
+    assert _state(client) is ConnectionState.CLOSED
 
     outcome: List[BaseException] = []
 
@@ -314,7 +323,7 @@ def test_a_bad_token_is_refused_by_subscribe(
 
     with pytest.raises(AuthenticationError):
         client.conversation.subscribe(lambda e: None, timeout=WAIT)
-    assert isinstance(client.listener_error, AuthenticationError)
+    assert isinstance(_error(client), AuthenticationError)
 
 
 def test_close_from_another_thread_ends_run_forever_and_leaves_no_thread(
@@ -347,8 +356,8 @@ def test_close_from_another_thread_ends_run_forever_and_leaves_no_thread(
     assert returned.wait(WAIT), "run_forever() did not return after close()"
     runner.join(WAIT)
     assert outcome == []
-    assert client.closed and client.connection_state is ConnectionState.CLOSED
-    assert client.listener_error is None
+    assert client.closed and _state(client) is ConnectionState.CLOSED
+    assert _error(client) is None
     assert _sdk_threads() == []  # joined by close(), not later
     client.close()  # idempotent
     # the emulator's per-connection threads end once it sees the socket closed
