@@ -144,6 +144,7 @@ def throughput(emu: Emulator, rs: _Redis, n: int, ttl: float) -> Dict[str, float
     try:
         if not relay.active.wait(30):
             raise SystemExit("relay never became active:\n" + "".join(relay.lines))
+        emu.wait_connected(alice, count=1, timeout=10)  # ACTIVE may precede the emulator's count
         emu.send_messages(bob, alice.address_id, ["warm-up"])
         _wait(lambda: rs.client.xlen(stream) >= 1, 10, "warm-up entry")
         started = time.perf_counter()
@@ -164,6 +165,7 @@ def failover(emu: Emulator, rs: _Redis, ttl: float, backlog: int) -> Dict[str, f
     try:
         if not a.active.wait(30):
             raise SystemExit("relay never became active:\n" + "".join(a.lines))
+        emu.wait_connected(alice, count=1, timeout=10)
         b = _Relay(emu, alice.token, rs.url, ttl)
         if not b.standby.wait(30):
             raise SystemExit("standby never started:\n" + "".join(b.lines))

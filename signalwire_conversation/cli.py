@@ -62,7 +62,19 @@ from .errors import (
 if TYPE_CHECKING:  # pragma: no cover - imported lazily at run time
     from .client import Client
 
-__all__ = ["main", "build_parser", "parse_time", "CLIError", "UsageError"]
+__all__ = [
+    "main",
+    "build_parser",
+    "parse_time",
+    "CLIError",
+    "UsageError",
+    "add_connection_arguments",
+    "client_from_args",
+    "token_from_args",
+    "positive_int",
+    "non_negative_int",
+    "positive_seconds",
+]
 
 PROG = "signalwire-conversation"
 LOGGER_NAME = "signalwire_conversation"
@@ -171,7 +183,8 @@ def parse_time(value: str, *, now: Optional[float] = None) -> float:
     return parsed.timestamp()
 
 
-def _count(value: str) -> int:
+def non_negative_int(value: str) -> int:
+    """An argparse ``type``: a whole number, 0 or more."""
     try:
         number = int(value)
     except ValueError:
@@ -181,14 +194,16 @@ def _count(value: str) -> int:
     return number
 
 
-def _positive_int(value: str) -> int:
-    number = _count(value)
+def positive_int(value: str) -> int:
+    """An argparse ``type``: a whole number, 1 or more."""
+    number = non_negative_int(value)
     if number == 0:
         raise argparse.ArgumentTypeError("must be 1 or more, got 0")
     return number
 
 
-def _seconds(value: str) -> float:
+def positive_seconds(value: str) -> float:
+    """An argparse ``type``: a number of seconds, more than 0."""
     try:
         number = float(value)
     except ValueError:
@@ -225,6 +240,34 @@ Exit status: 0 success, 1 the server or the network failed, 2 bad usage or confi
 """
 
 
+def add_connection_arguments(
+    parser: "argparse._ActionsContainer",
+    *,
+    suppress_defaults: bool = False,
+    token_help: str = "subscriber access token (default: $SIGNALWIRE_TOKEN)",
+) -> None:
+    """``--token``, ``--base-url`` and ``--relay-url`` (read back by :func:`client_from_args`),
+    on a parser or an argument group; also used by the commands of optional subpackages.
+
+    ``suppress_defaults``: leave an option out of the namespace unless given (subcommands, so
+    a value given before the command name is not overwritten).
+    """
+    default = argparse.SUPPRESS if suppress_defaults else None
+    parser.add_argument("--token", default=default, metavar="TOKEN", help=token_help)
+    parser.add_argument(
+        "--base-url",
+        default=default,
+        metavar="URL",
+        help="REST base URL (default: from the token, or $SIGNALWIRE_BASE_URL)",
+    )
+    parser.add_argument(
+        "--relay-url",
+        default=default,
+        metavar="URL",
+        help="websocket URL (default: from --base-url or the token, or $SIGNALWIRE_RELAY_URL)",
+    )
+
+
 def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """Options every API command takes, before or after the command name.
 
@@ -236,34 +279,17 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         return value if top else argparse.SUPPRESS
 
     group = parser.add_argument_group("connection and output")
-    group.add_argument(
-        "--token",
-        default=default(None),
-        metavar="TOKEN",
-        help="subscriber access token (default: $SIGNALWIRE_TOKEN)",
-    )
-    group.add_argument(
-        "--base-url",
-        default=default(None),
-        metavar="URL",
-        help="REST base URL (default: from the token, or $SIGNALWIRE_BASE_URL)",
-    )
-    group.add_argument(
-        "--relay-url",
-        default=default(None),
-        metavar="URL",
-        help="websocket URL (default: from --base-url or the token, or $SIGNALWIRE_RELAY_URL)",
-    )
+    add_connection_arguments(group, suppress_defaults=not top)
     group.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=default(None),
         metavar="SECONDS",
         help="per-request timeout in seconds (default: the SDK's, 5 s connect / 30 s read)",
     )
     group.add_argument(
         "--max-retries",
-        type=_count,
+        type=non_negative_int,
         default=default(None),
         metavar="N",
         help="retries after the first attempt of a failed request (default: the SDK's)",
@@ -309,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("whoami", "show the subscriber the token belongs to and its address")
 
     p = command("conversations", "list the conversations of the token's subscriber")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="show at most N conversations")
-    p.add_argument("--page-size", type=_positive_int, metavar="N", help="items per request")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="show at most N conversations")
+    p.add_argument("--page-size", type=positive_int, metavar="N", help="items per request")
 
     p = command(
         "messages",
@@ -319,10 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
         " or, without ADDRESS_ID, of every conversation. Newest first.",
     )
     p.add_argument("address_id", nargs="?", metavar="ADDRESS_ID", help="the conversation's address")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="show at most N messages")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="show at most N messages")
     p.add_argument("--since", type=parse_time, metavar="T", help="only messages at or after T")
     p.add_argument("--until", type=parse_time, metavar="T", help="only messages at or before T")
-    p.add_argument("--page-size", type=_positive_int, metavar="N", help="items per request")
+    p.add_argument("--page-size", type=positive_int, metavar="N", help="items per request")
 
     p = command("send", "send a text message to an address")
     p.add_argument("address_id", metavar="ADDRESS_ID", help="the address to send to")
@@ -340,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         " Messages missed during a network blip are recovered and printed in order.",
     )
     p.add_argument("--address-id", metavar="A", help="only the conversation with address A")
-    p.add_argument("-n", "--count", type=_positive_int, metavar="N", help="exit after N messages")
+    p.add_argument("-n", "--count", type=positive_int, metavar="N", help="exit after N messages")
 
     p = command(
         "demo",
@@ -523,14 +549,22 @@ def format_event(event: Any, names: Optional[Dict[str, str]] = None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _client(
+def token_from_args(args: argparse.Namespace, *, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The token of :func:`add_connection_arguments`' ``--token``, else ``$SIGNALWIRE_TOKEN``."""
+    env = os.environ if environ is None else environ
+    return getattr(args, "token", None) or env.get("SIGNALWIRE_TOKEN") or None
+
+
+def client_from_args(
     args: argparse.Namespace,
     *,
     environ: Optional[Mapping[str, str]] = None,
     on_state_change: Optional[Callable[[Any], None]] = None,
 ) -> "Client":
-    env = os.environ if environ is None else environ
-    token = args.token or env.get("SIGNALWIRE_TOKEN") or None
+    """A :class:`~signalwire_conversation.Client` from the options of
+    :func:`add_connection_arguments` (and ``--timeout`` / ``--max-retries`` when the parser has
+    them). No token: :class:`UsageError`."""
+    token = token_from_args(args, environ=environ)
     if not token:
         raise UsageError(
             "no token: pass --token or set SIGNALWIRE_TOKEN to a subscriber access token "
@@ -539,17 +573,22 @@ def _client(
     from .client import Client
 
     options: Dict[str, Any] = {}
-    if args.timeout is not None:
+    if getattr(args, "timeout", None) is not None:
         options["timeout"] = args.timeout
-    if args.max_retries is not None:
+    if getattr(args, "max_retries", None) is not None:
         options["max_retries"] = args.max_retries
     if on_state_change is not None:
         options["on_state_change"] = on_state_change
-    return Client(token=token, base_url=args.base_url, relay_url=args.relay_url, **options)
+    return Client(
+        token=token,
+        base_url=getattr(args, "base_url", None),
+        relay_url=getattr(args, "relay_url", None),
+        **options,
+    )
 
 
 def cmd_whoami(args: argparse.Namespace, out: _Output) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         info = client.conversation.get_subscriber_info()
     if out.as_json:
         out.json(info.to_dict())
@@ -566,7 +605,7 @@ def cmd_whoami(args: argparse.Namespace, out: _Output) -> int:
 
 
 def cmd_conversations(args: argparse.Namespace, out: _Output) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         page = client.conversation.get_conversations(page_size=args.page_size)
         items = _collect(page, args.limit, out.progress("conversations"))
         if out.as_json:
@@ -598,7 +637,7 @@ def cmd_messages(args: argparse.Namespace, out: _Output) -> int:
     }
     if args.since is not None and args.until is not None and args.since > args.until:
         raise UsageError("--since is later than --until")
-    with _client(args) as client:
+    with client_from_args(args) as client:
         api = client.conversation
         if args.address_id:
             page = api.get_conversation_messages(args.address_id, **filters)
@@ -620,7 +659,7 @@ def cmd_messages(args: argparse.Namespace, out: _Output) -> int:
 
 
 def cmd_send(args: argparse.Namespace, out: _Output) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         sent = client.conversation.send_message(
             args.address_id, args.text, metadata=args.metadata, details=args.details
         )
@@ -633,7 +672,7 @@ def cmd_send(args: argparse.Namespace, out: _Output) -> int:
 
 
 def cmd_join(args: argparse.Namespace, out: _Output) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         result = client.conversation.join(args.address_id)
     if out.as_json:
         out.json(result.to_dict())
@@ -663,7 +702,7 @@ class _StateNotes:
 
 
 def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
-    with _client(args, on_state_change=_StateNotes(out)) as client:
+    with client_from_args(args, on_state_change=_StateNotes(out)) as client:
         subscription = client.conversation.subscribe(address_id=args.address_id)
         where = f" with {args.address_id}" if args.address_id else ""
         out.note(f"listening for new messages{where} (Ctrl+C to stop)")

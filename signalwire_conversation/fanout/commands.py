@@ -13,6 +13,21 @@ import threading
 from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, TextIO
 
+# The shared command-line helpers (cli.py imports only the standard library and errors at
+# module level, and this package only when a delegated command runs: no cycle).
+from ..cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CLIError,
+    add_connection_arguments,
+    client_from_args,
+    non_negative_int,
+    positive_int,
+    positive_seconds,
+    token_from_args,
+)
+from .._logging import redact
 from ..errors import AuthenticationError, ConfigurationError, SignalWireError, ValidationError
 from ._redis import describe
 from .consumer import StreamConsumer, StreamMessage
@@ -21,42 +36,9 @@ from .stream import DEFAULT_MAXLEN, DEFAULT_SEEN_TTL
 
 __all__ = ["add_relay_arguments", "run_relay", "add_consume_arguments", "run_consume", "main"]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
 LOGGER_NAME = "signalwire_conversation.fanout"
+SDK_LOGGER_NAME = "signalwire_conversation"
 ENV_REDIS_URL = "SIGNALWIRE_REDIS_URL"
-
-
-def _positive(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value!r}")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value!r}")
-    return number
-
-
-def _maxlen(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = no cap), got {value!r}")
-    return number
 
 
 def _add_connection(parser: argparse.ArgumentParser, *, token_help: str) -> None:
@@ -67,10 +49,7 @@ def _add_connection(parser: argparse.ArgumentParser, *, token_help: str) -> None
         help=f"Redis URL, e.g. redis://localhost:6379/0 (default: ${ENV_REDIS_URL})",
     )
     parser.add_argument("--stream", metavar="NAME", help="stream name (default: signalwire:conversation:<own address id>)")
-    group = parser.add_argument_group("SignalWire")
-    group.add_argument("--token", metavar="TOKEN", help=token_help)
-    group.add_argument("--base-url", metavar="URL", help="REST base URL (default: from the token, or $SIGNALWIRE_BASE_URL)")
-    group.add_argument("--relay-url", metavar="URL", help="websocket URL (default: from the token, or $SIGNALWIRE_RELAY_URL)")
+    add_connection_arguments(parser.add_argument_group("SignalWire"), token_help=token_help)
     parser.add_argument(
         "--log-level",
         default="info",
@@ -88,19 +67,19 @@ def add_relay_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_connection(parser, token_help="subscriber access token (default: $SIGNALWIRE_TOKEN)")
     parser.add_argument(
-        "--lease-ttl", type=_positive, default=DEFAULT_LEASE_TTL, metavar="SECONDS",
+        "--lease-ttl", type=positive_seconds, default=DEFAULT_LEASE_TTL, metavar="SECONDS",
         help=f"lease lifetime; a dead relay is replaced within about this long (default: {DEFAULT_LEASE_TTL:g})",
     )
     parser.add_argument(
-        "--maxlen", type=_maxlen, default=DEFAULT_MAXLEN, metavar="N",
+        "--maxlen", type=non_negative_int, default=DEFAULT_MAXLEN, metavar="N",
         help=f"approximate cap on the stream length, 0 for none (default: {DEFAULT_MAXLEN})",
     )
     parser.add_argument(
-        "--seen-ttl", type=_positive, default=DEFAULT_SEEN_TTL, metavar="SECONDS",
+        "--seen-ttl", type=positive_seconds, default=DEFAULT_SEEN_TTL, metavar="SECONDS",
         help=f"how long a message id is remembered to drop repeats (default: {DEFAULT_SEEN_TTL:g})",
     )
     parser.add_argument(
-        "--buffer-size", type=_positive_int, default=10_000, metavar="N",
+        "--buffer-size", type=positive_int, default=10_000, metavar="N",
         help="live messages held while Redis is slow or down; beyond, they are recovered over REST later",
     )
 
@@ -119,10 +98,10 @@ def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", required=True, metavar="NAME", help="consumer group (created if missing)")
     parser.add_argument("--consumer", metavar="NAME", help="this consumer's name (default: host:pid)")
     parser.add_argument(
-        "--claim-idle", type=_positive, default=30.0, metavar="SECONDS",
+        "--claim-idle", type=positive_seconds, default=30.0, metavar="SECONDS",
         help="take over entries a dead consumer left pending this long (default: 30)",
     )
-    parser.add_argument("--batch", type=_positive_int, default=100, metavar="N", help="entries per read (default: 100)")
+    parser.add_argument("--batch", type=positive_int, default=100, metavar="N", help="entries per read (default: 100)")
     parser.add_argument(
         "--from-start", dest="start_id", action="store_const", const="0", default="0",
         help="a new group reads every entry still in the stream (the default)",
@@ -131,7 +110,7 @@ def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
         "--from-now", dest="start_id", action="store_const", const="$",
         help="a new group reads only entries appended from now on",
     )
-    parser.add_argument("-n", "--limit", type=_positive_int, metavar="N", help="exit after N messages")
+    parser.add_argument("-n", "--limit", type=positive_int, metavar="N", help="exit after N messages")
     parser.add_argument(
         "--envelope", action="store_true",
         help='print {"entry_id", "stream", "consumer", "claimed", "event"} instead of the bare event',
@@ -141,22 +120,53 @@ def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _setup_logging(level_name: str, stream: TextIO) -> Callable[[], None]:
-    """A stderr handler for the fan-out logger (whatever the SDK's own level); returns an undo."""
+class _AlreadyReported(logging.Filter):
+    """Drops the SDK's record of the error the command reports itself (the listener's fatal
+    error: the relay logs what it did about it, and the command exits with it)."""
+
+    def __init__(self, reported: Callable[[], Optional[BaseException]]) -> None:
+        super().__init__()
+        self._reported = reported
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = self._reported()
+        if error is None:
+            return True
+        # By its text: the SDK's records are already formatted (and redacted) by now.
+        return redact(str(error)) not in record.getMessage()
+
+
+def _setup_logging(
+    level_name: str, stream: TextIO, *, reported: Optional[Callable[[], Optional[BaseException]]] = None
+) -> Callable[[], None]:
+    """A stderr handler for the fan-out logger (at ``level_name``) and, unless the application
+    already handles them, for the SDK's own warnings and errors (one format); returns an undo."""
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger = logging.getLogger(LOGGER_NAME)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter)
     level = getattr(logging, level_name.upper(), logging.INFO)
     handler.setLevel(level)
     previous = (logger.level, logger.propagate)
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    sdk = logging.getLogger(SDK_LOGGER_NAME)
+    sdk_handler: Optional[logging.Handler] = None
+    if not any(not isinstance(h, logging.NullHandler) for h in sdk.handlers):
+        sdk_handler = logging.StreamHandler(stream)
+        sdk_handler.setFormatter(formatter)
+        sdk_handler.setLevel(max(level, logging.WARNING))
+        if reported is not None:
+            sdk_handler.addFilter(_AlreadyReported(reported))
+        sdk.addHandler(sdk_handler)
 
     def undo() -> None:
         logger.removeHandler(handler)
         logger.setLevel(previous[0])
         logger.propagate = previous[1]
+        if sdk_handler is not None:
+            sdk.removeHandler(sdk_handler)
 
     return undo
 
@@ -184,16 +194,6 @@ class _Signals:
             signal.signal(signum, previous)
 
 
-def _token(args: argparse.Namespace) -> Optional[str]:
-    return args.token or os.environ.get("SIGNALWIRE_TOKEN") or None
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from ..client import Client
-
-    return Client(token=_token(args), base_url=args.base_url, relay_url=args.relay_url)
-
-
 def _error(stderr: TextIO, message: str, code: int) -> int:
     stderr.write(f"error: {message}\n")
     stderr.flush()
@@ -205,13 +205,19 @@ def run_relay(args: argparse.Namespace) -> int:
     stderr = sys.stderr
     if not args.redis:
         return _error(stderr, f"no Redis URL: pass --redis redis://HOST:PORT/DB or set {ENV_REDIS_URL}", EXIT_USAGE)
-    if _token(args) is None:
-        return _error(stderr, "no token: pass --token or set SIGNALWIRE_TOKEN to a subscriber access token", EXIT_USAGE)
-    undo_logging = _setup_logging(args.log_level, stderr)
     client: Any = None
+    relay: Optional[Relay] = None
+    undo_logging = _setup_logging(
+        args.log_level, stderr, reported=lambda: client.listener_error if client is not None else None
+    )
+
+    def on_connection_state(state: Any) -> None:  # a dead listener stops the relay at once
+        if relay is not None:
+            relay.on_connection_state(state)
+
     try:
         try:
-            client = _client(args)
+            client = client_from_args(args, on_state_change=on_connection_state)
             relay = Relay(
                 client,
                 args.redis,
@@ -221,6 +227,8 @@ def run_relay(args: argparse.Namespace) -> int:
                 seen_ttl=args.seen_ttl,
                 buffer_size=args.buffer_size,
             )
+        except CLIError as exc:
+            return _error(stderr, exc.message, exc.code)
         except (ConfigurationError, ValidationError, ValueError) as exc:
             return _error(stderr, str(exc), EXIT_USAGE)
         with _Signals(relay.request_stop) as signals:
@@ -249,12 +257,12 @@ def run_relay(args: argparse.Namespace) -> int:
 def _consumer_stream(args: argparse.Namespace) -> str:
     if args.stream:
         return str(args.stream)
-    if _token(args) is None:
+    if token_from_args(args) is None:
         raise ConfigurationError(
             "pass --stream NAME, or a token (--token or SIGNALWIRE_TOKEN) to find the default "
             "stream signalwire:conversation:<own address id>"
         )
-    client = _client(args)
+    client = client_from_args(args)
     try:
         address = client.conversation.get_subscriber_info().address_id
     finally:

@@ -15,6 +15,12 @@ Two threads per relay:
   while the lease is certainly ours, and the append script checks the lease holder itself, so a
   relay that lost the lease (paused, partitioned) appends nothing, whatever it believes.
 
+If the client's realtime listener dies for good (its token was revoked mid-run and cannot be
+refreshed), this relay would receive nothing more while still holding the lease: it notices at
+once (through :meth:`Relay.on_connection_state`, or within ``LISTENER_CHECK`` seconds by
+itself), stops appending, releases the lease so that a standby (perhaps with a valid token)
+takes over, and :meth:`Relay.run` raises the listener's error.
+
 Live messages wait in a bounded buffer. If Redis is unreachable long enough to fill it, newer
 messages are dropped from the buffer and recovered later over REST from the checkpoint (so
 memory stays bounded and nothing is lost, as long as the backend still has the messages).
@@ -29,7 +35,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Union
 
-from ..errors import AuthenticationError, ConfigurationError, PermissionDeniedError, SignalWireError
+from ..errors import (
+    AuthenticationError,
+    ConfigurationError,
+    PermissionDeniedError,
+    RealtimeError,
+    SignalWireError,
+)
 from ..models import ConversationMessageEvent, event_from_message
 from ._redis import UNAVAILABLE, Backoff, Redis, RedisError, connect, describe, error_text
 from .lease import Lease, new_holder_token
@@ -49,6 +61,9 @@ DEFAULT_BATCH_SIZE = 200
 STREAM_PREFIX = "signalwire:conversation:"
 #: A standby asks for the lease at least this often (seconds), whatever the TTL.
 STANDBY_POLL = 1.0
+#: An active relay looks at its client's listener at least this often (seconds), for a listener
+#: that died without telling (``on_connection_state`` makes it immediate).
+LISTENER_CHECK = 0.25
 
 # Errors that no retry will fix: the relay stops (and says why).
 _FATAL = (AuthenticationError, PermissionDeniedError, ConfigurationError)
@@ -85,6 +100,14 @@ class Relay:
     (approximate stream cap, ``None`` for none), ``seen_ttl`` (seconds a message id is
     remembered for de-duplication), ``buffer_size`` (live messages held while Redis is slow or
     down), ``batch_size`` (messages per append), ``on_state_change(state)``.
+
+    If the client's listener dies for good (a revoked token), the relay stops: it releases the
+    lease for a standby and :meth:`run` raises the listener's error. It notices within
+    ``LISTENER_CHECK`` seconds; to notice at once, hand :meth:`on_connection_state` to the
+    client::
+
+        client = Client(token, on_state_change=lambda state: relay.on_connection_state(state))
+        relay = Relay(client, "redis://localhost:6379/0")
     """
 
     def __init__(
@@ -177,8 +200,9 @@ class Relay:
             try:
                 self.run()
             except BaseException as exc:  # reported by stop()/wait_for_state() through _fatal
-                self._fatal = exc
-                logger.error("relay stopped: %s", error_text(exc))
+                if exc is not self._fatal:  # not logged yet
+                    self._fatal = exc
+                    logger.error("relay stopped: %s", error_text(exc))
 
         self._thread = threading.Thread(target=target, name="sw-fanout-relay", daemon=True)
         self._thread.start()
@@ -204,6 +228,13 @@ class Relay:
                 return False
             thread.join(remaining)
         return True
+
+    def on_connection_state(self, state: Any) -> None:
+        """Tell the relay its client's ``ConnectionState`` changed (pass it, or a lambda calling
+        it, as the client's ``on_state_change``): a listener that died is noticed at once.
+        Safe on any thread; never blocks for long."""
+        if getattr(state, "value", None) == "closed":
+            self._wake()
 
     @property
     def error(self) -> Optional[BaseException]:
@@ -370,6 +401,10 @@ class Relay:
         assert lease is not None
         backoff = Backoff(*self._backoff)
         while not self._stop.is_set():
+            dead = self._listener_death()
+            if dead is not None:
+                self._die(dead)
+                break
             try:
                 if not self._active:
                     if lease.held():
@@ -383,7 +418,7 @@ class Relay:
                 if self._need_gap_fill:
                     self._gap_fill()
                 elif not self._append_buffered():
-                    self._idle(lease.ttl / 3)
+                    self._idle(min(lease.ttl / 3, LISTENER_CHECK))
                 backoff.reset()
             except Fenced:
                 self._deactivate("another relay holds the lease (fenced)")
@@ -405,6 +440,32 @@ class Relay:
                 delay = backoff.next_delay()
                 logger.warning("relay %s: %s; retrying in %.1f s", self.token, error_text(exc), delay)
                 self._stop.wait(delay)
+
+    def _listener_death(self) -> Optional[SignalWireError]:
+        """The error of a client listener that stopped for good under us, else ``None``.
+
+        ``CLOSED`` while the relay runs: the listener died (``listener_error`` is set before the
+        state changes), or somebody closed the client under the relay; either way no message
+        will ever arrive through it again.
+        """
+        if self._stop.is_set() or getattr(self.client.connection_state, "value", None) != "closed":
+            return None
+        error = self.client.listener_error
+        if error is None:
+            return RealtimeError("the client was closed while the relay was running")
+        return error
+
+    def _die(self, error: SignalWireError) -> None:
+        """Stop for good: the worker stops appending; :meth:`run` releases the lease and raises."""
+        held = self._lease is not None and self._lease.held()
+        logger.error(
+            "relay %s cannot continue: the live connection stopped for good (%s); %s",
+            self.token, error_text(error),
+            "stopped appending and releasing the lease so a standby takes over" if held
+            else "stopping (it held no lease)",
+        )
+        self._fatal = error
+        self._stop.set()
 
     def _idle(self, timeout: float) -> None:
         with self._cond:

@@ -48,6 +48,16 @@ def ids_in(r: Any, stream: str) -> List[str]:
     return [f["id"] for _, f in r.xrange(stream)]
 
 
+def wait_active(emu: Any, subscriber: Any, relay: Relay, timeout: float = 10) -> None:
+    """ACTIVE, its websocket authenticated at the emulator (ACTIVE alone can be seen a moment
+    before the emulator counts the session: a message sent then reaches nobody live), and the
+    activation's gap fill done (a message sent during it can be read over REST before its live
+    copy arrives, and is then appended as the REST copy, ``recovered=True``, without names)."""
+    assert relay.wait_for_state(RelayState.ACTIVE, timeout)
+    emu.wait_connected(subscriber, count=1, timeout=timeout)
+    wait_until(lambda: relay.gap_fills >= 1, timeout, "the activation's gap fill never finished")
+
+
 def fanout_threads() -> List[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("sw-fanout")]
 
@@ -56,7 +66,7 @@ def test_live_messages_are_appended_with_the_full_event(emu: Any, alice: Any, bo
     states: List[RelayState] = []
     relay = Relay(client, redis_server.url, lease_ttl=2, on_state_change=states.append)
     with relay:
-        assert relay.wait_for_state(RelayState.ACTIVE, 10)
+        wait_active(emu, alice, relay)
         assert relay.stream == default_stream_name(alice.address_id)
         sent = emu.send_messages(bob, alice.address_id, ["one", "two", "three"])
         wait_until(lambda: r.xlen(relay.stream) == 3, 10, "not appended")
@@ -74,7 +84,7 @@ def test_live_messages_are_appended_with_the_full_event(emu: Any, alice: Any, bo
 def test_the_append_script_fences_a_relay_that_believes_it_leads(emu: Any, alice: Any, bob: Any, client: Client, redis_server: Any, r: Any) -> None:
     relay = Relay(client, redis_server.url, lease_ttl=30)  # it would believe for 30 s
     with relay:
-        assert relay.wait_for_state(RelayState.ACTIVE, 10)
+        wait_active(emu, alice, relay)
         emu.send_messages(bob, alice.address_id, ["before"])
         wait_until(lambda: r.xlen(relay.stream) == 1, 10, "not appended")
         r.set(f"{relay.stream}:lease", "usurper", px=60_000)  # taken over behind its back
@@ -88,13 +98,13 @@ def test_the_append_script_fences_a_relay_that_believes_it_leads(emu: Any, alice
 def test_messages_sent_while_no_relay_runs_are_recovered_by_the_next(emu: Any, alice: Any, bob: Any, client: Client, redis_server: Any, r: Any) -> None:
     first = Relay(client, redis_server.url, lease_ttl=2)
     with first:
-        assert first.wait_for_state(RelayState.ACTIVE, 10)
+        wait_active(emu, alice, first)
         emu.send_messages(bob, alice.address_id, [f"a{i}" for i in range(5)])
         wait_until(lambda: r.xlen(first.stream) == 5, 10, "not appended")
     emu.send_messages(bob, alice.address_id, [f"b{i}" for i in range(7)])  # nobody listening
     second = Relay(client, redis_server.url, lease_ttl=2)
     with second:
-        assert second.wait_for_state(RelayState.ACTIVE, 10)
+        wait_active(emu, alice, second)
         wait_until(lambda: r.xlen(second.stream) == 12, 10, "the gap was not filled")
         emu.send_messages(bob, alice.address_id, ["c0"])
         wait_until(lambda: r.xlen(second.stream) == 13, 10, "live message after the gap fill missing")
@@ -106,7 +116,7 @@ def test_the_first_relay_ever_starts_after_the_existing_history(emu: Any, alice:
     emu.send_messages(bob, alice.address_id, ["old1", "old2"])
     relay = Relay(client, redis_server.url, lease_ttl=2)
     with relay:
-        assert relay.wait_for_state(RelayState.ACTIVE, 10)
+        wait_active(emu, alice, relay)
         emu.send_messages(bob, alice.address_id, ["new"])
         wait_until(lambda: r.xlen(relay.stream) == 1, 10, "not appended")
     [(_, fields)] = r.xrange(relay.stream)
@@ -117,7 +127,7 @@ def test_buffer_stays_bounded_while_redis_is_down_and_nothing_is_lost(emu: Any, 
     server = make_redis_server(persistent=True)
     relay = Relay(client, server.url, lease_ttl=3, buffer_size=10, backoff=(0.05, 0.5))
     with relay:
-        assert relay.wait_for_state(RelayState.ACTIVE, 10)
+        wait_active(emu, alice, relay)
         stream = relay.stream
         emu.send_messages(bob, alice.address_id, [f"a{i}" for i in range(20)])
         wait_until(lambda: server.client().xlen(stream) == 20, 10, "not appended")
@@ -139,6 +149,58 @@ def test_a_revoked_token_stops_the_relay_with_a_clear_error(emu: Any, alice: Any
     assert relay.state is RelayState.STOPPED
 
 
+def test_a_listener_that_dies_for_good_releases_the_lease_and_a_standby_takes_over(emu: Any, alice: Any, bob: Any, redis_server: Any, r: Any) -> None:
+    """The relay's token is revoked mid-run: its listener dies for good. The relay notices by
+    itself (no state hook wired here), releases the lease long before its TTL, and stops with
+    the error; a standby holding another valid token of the same subscriber takes over and
+    recovers what was sent meanwhile."""
+    doomed = emu.issue_token(alice)
+    dying_client = Client(doomed, base_url=emu.base_url)
+    standby_client = Client(alice.token, base_url=emu.base_url)
+    dying = Relay(dying_client, redis_server.url, lease_ttl=30)  # the lease would outlive the test
+    standby = Relay(standby_client, redis_server.url, lease_ttl=30)
+    try:
+        dying.start()
+        wait_active(emu, alice, dying)
+        standby.start()
+        assert standby.wait_for_state(RelayState.STANDBY, 10)
+        stream = dying.stream
+        emu.send_messages(bob, alice.address_id, [f"a{i}" for i in range(5)])
+        wait_until(lambda: r.xlen(stream) == 5, 10, "not appended")
+        emu.refuse_resume()
+        emu.revoke_token(doomed)
+        emu.drop_connections(alice)  # revoke_token drops it already; a second drop is harmless
+        emu.send_messages(bob, alice.address_id, [f"b{i}" for i in range(5)])  # live to nobody
+        assert dying.wait_for_state(RelayState.STOPPED, 5), "the relay kept going with a dead listener"
+        assert isinstance(dying.error, AuthenticationError)
+        assert dying.join(5)
+        wait_active(emu, alice, standby, 5)  # STANDBY_POLL (1 s) after the release, not the TTL
+        assert r.get(f"{stream}:lease") == standby.token
+        wait_until(lambda: r.xlen(stream) == 10, 10, "messages sent while no listener lived were lost")
+        emu.send_messages(bob, alice.address_id, ["c0"])
+        wait_until(lambda: r.xlen(stream) == 11, 10, "live message after the handover missing")
+        assert ids_in(r, stream) == [m["id"] for m in reversed(emu.messages())]
+        wait_until(lambda: standby.recovered == 5, 5, f"recovered {standby.recovered}, not 5")
+    finally:
+        dying.stop()
+        standby.stop()
+        dying_client.close()
+        standby_client.close()
+    assert fanout_threads() == []
+
+
+def test_a_client_closed_under_a_running_relay_stops_it(emu: Any, alice: Any, redis_server: Any, r: Any) -> None:
+    client = Client(alice.token, base_url=emu.base_url)
+    relay = Relay(client, redis_server.url, lease_ttl=30)
+    relay.on_connection_state("closed")  # not a ConnectionState: ignored
+    with relay:
+        wait_active(emu, alice, relay)
+        client.close()
+        assert relay.wait_for_state(RelayState.STOPPED, 5)
+        assert "closed" in str(relay.error)
+    assert r.get(f"{relay.stream}:lease") is None
+
+
 def test_bad_arguments(client: Client, redis_server: Any) -> None:
     with pytest.raises(ValueError):
         Relay(client, redis_server.url, lease_ttl=0)
@@ -151,7 +213,7 @@ def test_redis_refusing_appends_is_retried_not_fatal(emu: Any, alice: Any, bob: 
 
     relay = Relay(client, redis_server.url, lease_ttl=5, backoff=(0.05, 0.2))
     with caplog.at_level(logging.WARNING, logger="signalwire_conversation.fanout"), relay:
-        assert relay.wait_for_state(RelayState.ACTIVE, 10)
+        wait_active(emu, alice, relay)
         r.set(relay.stream, "not a stream")  # XADD now fails with WRONGTYPE
         emu.send_messages(bob, alice.address_id, ["one", "two"])
         wait_until(lambda: "refused the append" in caplog.text, 10, "no warning")

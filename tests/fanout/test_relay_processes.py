@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import signal
 import time
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -32,9 +32,9 @@ def people(emu: Any) -> Tuple[Any, Any, Any]:
     return emu.add_subscriber("alice"), emu.add_subscriber("bob"), emu.add_subscriber("carol")
 
 
-def start_relay(emu: Any, alice: Any, redis_url: str, *extra: str) -> Proc:
+def start_relay(emu: Any, alice: Any, redis_url: str, *extra: str, token: Optional[str] = None) -> Proc:
     return Proc(
-        ["relay", "--redis", redis_url, "--lease-ttl", str(TTL), "--token", alice.token,
+        ["relay", "--redis", redis_url, "--lease-ttl", str(TTL), "--token", token or alice.token,
          "--base-url", emu.base_url, "--log-level", "info", *extra],
     )
 
@@ -78,10 +78,15 @@ def wait_for_len(r: Any, stream: str, n: int, timeout: float) -> None:
     wait_until(lambda: r.xlen(stream) >= n, timeout, f"the stream never reached {n} entries (has {r.xlen(stream)})")
 
 
-def relay_token(proc: Proc, timeout: float = 20) -> str:
+def relay_token(proc: Proc, timeout: float = 20, *, emu: Any = None, subscriber: Any = None) -> str:
+    """The lease token of ``proc`` once it logs "is ACTIVE"; with ``emu``, also wait until the
+    emulator counts ``subscriber``'s websocket as authenticated (ACTIVE can be logged a moment
+    before, and a message sent in between would reach nobody live)."""
     line = proc.stderr[proc.wait_for_line("is ACTIVE", timeout)]
     match = TOKEN_RE.search(line)
     assert match, line
+    if emu is not None:
+        emu.wait_connected(subscriber, count=1, timeout=10)
     return match.group(1)
 
 
@@ -91,7 +96,7 @@ def failover(emu: Any, people: Any, redis_server: Any, r: Any, total: int) -> No
     a = start_relay(emu, alice, redis_server.url)
     b = None
     try:
-        token_a = relay_token(a)
+        token_a = relay_token(a, emu=emu, subscriber=alice)
         b = start_relay(emu, alice, redis_server.url)
         b.wait_for_line("is STANDBY", 20)
         inject(emu, people, 0, total // 2)
@@ -137,7 +142,7 @@ def test_a_paused_leader_appends_nothing_after_losing_the_lease(emu: Any, people
     a = start_relay(emu, alice, redis_server.url)
     b = None
     try:
-        token_a = relay_token(a)
+        token_a = relay_token(a, emu=emu, subscriber=alice)
         b = start_relay(emu, alice, redis_server.url)
         b.wait_for_line("is STANDBY", 20)
         inject(emu, people, 0, 100)
@@ -171,7 +176,7 @@ def test_redis_restarted_under_an_active_relay_loses_nothing(emu: Any, people: A
     r = server.client()
     a = start_relay(emu, alice, server.url)
     try:
-        relay_token(a)
+        relay_token(a, emu=emu, subscriber=alice)
         inject(emu, people, 0, 100)
         wait_for_len(r, stream, 100, 20)
         server.stop()
@@ -201,7 +206,7 @@ def test_redis_down_at_start_is_retried_with_backoff(emu: Any, people: Any, make
         assert "Connection refused" in a.stderr[first] or "connect" in a.stderr[first].lower()
         assert "Traceback" not in a.text()
         server = make_redis_server(port=port)
-        relay_token(a, 30)
+        relay_token(a, 30, emu=emu, subscriber=alice)
         inject(emu, people, 0, 10)
         wait_for_len(server.client(), stream_of(alice), 10, 20)
         assert third >= first
@@ -226,6 +231,56 @@ def test_a_clean_stop_hands_over_at_once(emu: Any, people: Any, redis_server: An
         # A standby asks at least once a second: far less than the 30 s TTL.
         relay_token(b, 15)
         assert time.monotonic() - stopped < 5
+    finally:
+        a.kill()
+        if b is not None:
+            b.kill()
+
+
+def test_a_relay_whose_token_is_revoked_hands_over_and_exits_1(emu: Any, people: Any, redis_server: Any, r: Any) -> None:
+    """The listener dies for good under an active relay (its token revoked, resume refused,
+    connection dropped): the relay releases the lease at once instead of holding it while
+    receiving nothing, exits 1 with one clear line, and a standby with another valid token for
+    the same subscriber takes over, gap-filling what was sent meanwhile."""
+    alice = people[0]
+    stream = stream_of(alice)
+    doomed = emu.issue_token(alice)
+    # A long TTL: only a release, not an expiry, can hand over within the bound below.
+    a = start_relay(emu, alice, redis_server.url, "--lease-ttl", "30", token=doomed)
+    b = None
+    try:
+        token_a = relay_token(a, emu=emu, subscriber=alice)
+        b = start_relay(emu, alice, redis_server.url, "--lease-ttl", "30")  # alice.token: valid
+        b.wait_for_line("is STANDBY", 20)
+        inject(emu, people, 0, 100)
+        wait_for_len(r, stream, 100, 20)
+        emu.refuse_resume()
+        emu.revoke_token(doomed)  # also drops its connection: it must reconnect, and cannot
+        revoked = time.monotonic()
+        inject(emu, people, 100, 200)  # nobody receives these live
+        assert a.wait(15) == 1
+        exited_after = time.monotonic() - revoked
+        token_b = relay_token(b, 10, emu=emu, subscriber=alice)
+        active_after = time.monotonic() - revoked
+        inject(emu, people, 200, 300)
+        wait_for_len(r, stream, 300, 30)
+        got = check_exactly_once_in_order(emu, r, stream, 300)
+        relays = [f["relay"] for _, f in got]
+        first_b = relays.index(token_b)
+        assert set(relays[:first_b]) == {token_a} and set(relays[first_b:]) == {token_b}
+        assert r.get(f"{stream}:lease") == token_b
+        print(f"\nrevoked token: relay exited {exited_after:.2f} s after, standby active "
+              f"{active_after:.2f} s after (lease TTL 30 s)")
+        assert exited_after < 5.0 and active_after < 5.0
+        text = a.text()
+        assert "Traceback" not in text
+        died = [line for line in a.stderr if "cannot continue" in line]
+        assert len(died) == 1, text
+        assert "releasing the lease" in died[0] and "ERROR" in died[0]
+        assert sum(" ERROR " in line for line in a.stderr) == 1, text  # the SDK's own line is not repeated
+        assert a.stderr[-1].startswith("error: authentication failed"), text
+        assert "released the lease" in text
+        assert b.terminate() == 0
     finally:
         a.kill()
         if b is not None:
