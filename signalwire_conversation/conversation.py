@@ -34,6 +34,7 @@ from .models import (
     decode_conversation,
     decode_join_result,
     decode_message,
+    decode_messages,
     decode_sent_message,
     decode_subscriber_info,
 )
@@ -339,6 +340,7 @@ class ConversationAPI:
         return _Chain(
             fetch=self._fetcher(timeout_),
             decode=decode_message,
+            decode_all=decode_messages,
             url_of=self._transport.url_for,
             params=params,
             limit=limit_,

@@ -122,6 +122,7 @@ DEFAULT_BACKOFF_MAX = 8.0
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-signalwire-request-id", "x-amzn-requestid")
 _CHUNK = 64 * 1024
+_LINK_CACHE_MAX = 32
 
 
 class NotGiven:
@@ -597,6 +598,7 @@ class Transport:
         self._session = session
         self._user_agent = user_agent()
         self._closed = threading.Event()
+        self._link_verdicts: dict[Tuple[str, str], bool] = {}
 
     # -- public surface used by ConversationAPI and Page ------------------------------------
 
@@ -620,13 +622,28 @@ class Transport:
         """
         if urlsplit(path).scheme or path.startswith("//"):
             url = urljoin(self.base_url, path)
-            if not link_allowed(self.base_url, url):
+            if not self._link_allowed(url):
                 raise ResponseValidationError(
                     f"the server's link {_logging.redact(url)[:300]} points away from {self.base_url.rstrip('/')} "
                     f"(another host, or plain http); not following it with your token"
                 )
             return url
         return urljoin(self.base_url, path.lstrip("/"))
+
+    def _link_allowed(self, url: str) -> bool:
+        """:func:`link_allowed` for this base URL, remembered per origin (a page link per page).
+
+        The verdict depends only on the link's scheme and network location, so it is cached
+        by those (a bounded cache: at most ``_LINK_CACHE_MAX`` origins are remembered).
+        """
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        verdict = self._link_verdicts.get(key)
+        if verdict is None:
+            verdict = link_allowed(self.base_url, url)
+            if len(self._link_verdicts) < _LINK_CACHE_MAX:
+                self._link_verdicts[key] = verdict
+        return verdict
 
     def get(
         self,

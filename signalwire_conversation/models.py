@@ -31,6 +31,7 @@ __all__ = [
     "timestamp_to_datetime",
     "decode_conversation",
     "decode_message",
+    "decode_messages",
     "decode_event",
     "decode_join_result",
     "decode_sent_message",
@@ -661,6 +662,91 @@ def decode_message(data: Any) -> ConversationMessage:
         if message is not None:
             return cast(ConversationMessage, message)
     return _message_hook(data)
+
+
+# -- a whole page of messages at once -----------------------------------------------------------
+#
+# A page of a message list holds items of one shape (the same keys in the same order). For each
+# shape a tiny decoder is generated once that unpacks ``data.values()`` positionally instead of
+# looking every field up by name; it accepts exactly the payloads for which _fast_message would
+# return a model with an empty ``extra`` (each field from one fixed key, the conversation and
+# sender ids present as strings, every value already of the model's type), and answers ``None``
+# for anything else, which then takes the per-item path (decode_message). Keys are never part of
+# the generated source (values are bound to ``v0``, ``v1``, ...), so a hostile server cannot
+# inject code; the cache is bounded, so it cannot grow memory with endless key orders.
+
+_SHAPE_FIELDS = ("id", "conversation_id", "user_id", "ts", "details", "type", "subtype", "kind", "text", "metadata")
+_SHAPE_SOURCES: Dict[str, Tuple[str, ...]] = {
+    "conversation_id": ("conversation_id", "group_id"),
+    "user_id": ("user_id", "from_fabric_address_id", "from_address_id"),
+}
+_SHAPE_CACHE_MAX = 64
+_shape_cache: Dict[Tuple[Any, ...], Optional[Callable[[JSONDict], Optional[ConversationMessage]]]] = {}
+
+
+def _shape_decoder(shape: Tuple[Any, ...]) -> Optional[Callable[[JSONDict], Optional[ConversationMessage]]]:
+    """The generated decoder of messages whose keys are ``shape`` (in order), or ``None``."""
+    keys = set(shape)
+    if not keys <= _MESSAGE_NAMES_AND_ALIASES or "extra" in keys:
+        return None  # unknown keys go to ``extra``; a key "extra" is ignored: the general path
+    source: Dict[str, Optional[str]] = {}
+    for name in _SHAPE_FIELDS:
+        present = [key for key in _SHAPE_SOURCES.get(name, (name,)) if key in keys]
+        if len(present) > 1:
+            return None  # which one is used depends on the values: the general path decides
+        source[name] = present[0] if present else None
+    if source["conversation_id"] is None or source["user_id"] is None:
+        return None
+    var = {key: f"v{i}" for i, key in enumerate(shape)}
+    value = {name: (var[key] if key is not None else "None") for name, key in source.items()}
+    checks = [f"type({value['conversation_id']}) is str", f"type({value['user_id']}) is str"]
+    checks += [f"type({value[n]}) in _STR" for n in ("id", "type", "subtype", "kind", "text") if source[n]]
+    if source["ts"]:
+        checks.append(f"type({value['ts']}) in _NUM")
+    for name in ("details", "metadata"):
+        if source[name]:
+            checks.append(f"({value[name]} is None or type({value[name]}) is dict)")
+            value[name] = f"({{}} if {value[name]} is None else {value[name]})"
+        else:
+            value[name] = "{}"
+    args = ", ".join(value[n] for n in _SHAPE_FIELDS) + ", {}"
+    source_code = (
+        "def decode(data):\n"
+        f"    ({', '.join(var[key] for key in shape)},) = data.values()\n"
+        f"    if {' and '.join(checks)}:\n"
+        f"        return _build({args})\n"
+        "    return None\n"
+    )
+    namespace: Dict[str, Any] = {"_build": _build_message, "_STR": _STR, "_NUM": _NUM}
+    exec(source_code, namespace)  # noqa: S102 - fixed source: field names and v0..vN only
+    return cast(Callable[[JSONDict], Optional[ConversationMessage]], namespace["decode"])
+
+
+def decode_messages(items: Any) -> "list[ConversationMessage]":
+    """``[decode_message(item) for item in items]``, faster for a page of same-shaped items."""
+    out: list[ConversationMessage] = []
+    append = out.append
+    cache = _shape_cache
+    last: Optional[Tuple[Any, ...]] = None
+    decoder: Optional[Callable[[JSONDict], Optional[ConversationMessage]]] = None
+    for data in items:
+        if type(data) is dict:
+            shape = tuple(data)
+            if shape != last:
+                last = shape
+                if shape in cache:
+                    decoder = cache[shape]
+                else:
+                    decoder = _shape_decoder(shape) if len(shape) <= len(_MESSAGE_NAMES_AND_ALIASES) else None
+                    if len(cache) < _SHAPE_CACHE_MAX:
+                        cache[shape] = decoder
+            if decoder is not None:
+                message = decoder(data)
+                if message is not None:
+                    append(message)
+                    continue
+        append(decode_message(data))
+    return out
 
 
 def decode_event(payload: Any, *, is_author: Optional[bool] = None) -> ConversationMessageEvent:

@@ -58,10 +58,6 @@ _MILLISECONDS_THRESHOLD = 1e11
 Fetcher = Callable[[str, Mapping[str, Any]], Any]
 
 
-def _seconds(ts: float) -> float:
-    return ts / 1000.0 if ts >= _MILLISECONDS_THRESHOLD else float(ts)
-
-
 @attrs.define(frozen=True, kw_only=True, eq=False, repr=False)
 class _Chain(Generic[T]):
     """What every page of one listing shares: how to fetch, decode and filter."""
@@ -69,6 +65,8 @@ class _Chain(Generic[T]):
     fetch: Fetcher
     decode: Callable[[Any], T]
     url_of: Callable[[str], str]
+    #: decodes a whole page at once (same result as ``decode`` item by item), when available
+    decode_all: Optional[Callable[[List[Any]], List[T]]] = None
     params: Mapping[str, Any]
     limit: Optional[int] = None
     since: Optional[float] = None
@@ -98,41 +96,51 @@ class Page(Generic[T]):
 
     @classmethod
     def _fetch_first(cls, chain: "_Chain[T]", path: str) -> "Page[T]":
-        return cls._load(chain, path, dict(chain.params), yielded_before=0, seen=frozenset())
+        params = dict(chain.params)
+        url = chain.url_of(path)
+        return cls._load(chain, path, url, params, _request_key(url, params), yielded_before=0, seen=frozenset())
 
     @classmethod
     def _load(
         cls,
         chain: "_Chain[T]",
         target: str,
+        url: str,
         params: Mapping[str, Any],
+        key: str,
         *,
         yielded_before: int,
         seen: FrozenSet[str],
     ) -> "Page[T]":
-        url = chain.url_of(target)
+        """Fetch ``target`` (resolved: ``url``; canonical request: ``key``) and build the page."""
         body = chain.fetch(target, params)
         items, links = _envelope(body, url)
-        decoded = [chain.decode(item) for item in items]
-        kept: List[T] = []
+        if chain.decode_all is not None:
+            decoded = chain.decode_all(items)
+        else:
+            decode = chain.decode
+            decoded = [decode(item) for item in items]
+        kept = decoded
         past_since = False
-        for item in decoded:
-            ts = chain.timestamp(item) if chain.timestamp is not None else None
-            if ts is not None:
-                seconds = _seconds(ts)
-                if chain.since is not None and seconds < chain.since:
-                    past_since = True  # newest first: everything after this page is older still
-                    continue
-                if chain.until is not None and seconds > chain.until:
-                    continue
-            kept.append(item)
+        since, until, timestamp = chain.since, chain.until, chain.timestamp
+        if timestamp is not None and (since is not None or until is not None):
+            kept = []
+            for item in decoded:
+                ts = timestamp(item)
+                if ts is not None:
+                    seconds = ts / 1000.0 if ts >= _MILLISECONDS_THRESHOLD else float(ts)
+                    if since is not None and seconds < since:
+                        past_since = True  # newest first: everything after this page is older still
+                        continue
+                    if until is not None and seconds > until:
+                        continue
+                kept.append(item)
         terminal = past_since
         if chain.limit is not None:
             budget = max(0, chain.limit - yielded_before)
             if len(kept) >= budget:
                 kept = kept[:budget]
                 terminal = True
-        key = _request_key(url, params)
         return cls(
             data=kept,
             links=links,
@@ -163,8 +171,9 @@ class Page(Generic[T]):
         if not self.has_next:
             return None
         link = self.links["next"]
+        url = self._chain.url_of(link)  # refuses a link to a host the token must not go to
         params = self._params_for(link)
-        key = _request_key(self._chain.url_of(link), params)
+        key = _request_key(url, params)
         if key in self._seen:
             logger.warning(
                 "pagination stopped: the server's next link %s repeats a page already fetched",
@@ -174,7 +183,9 @@ class Page(Generic[T]):
         return self._load(
             self._chain,
             link,
+            url,
             params,
+            key,
             yielded_before=self._yielded_before + len(self.data),
             seen=self._seen,
         )
@@ -184,7 +195,11 @@ class Page(Generic[T]):
         link = self.links.get("prev")
         if not link:
             return None
-        return self._load(self._chain, link, self._params_for(link), yielded_before=0, seen=frozenset())
+        url = self._chain.url_of(link)
+        params = self._params_for(link)
+        return self._load(
+            self._chain, link, url, params, _request_key(url, params), yielded_before=0, seen=frozenset()
+        )
 
     def pages(self) -> Iterator["Page[T]"]:
         """This page, then each later page, fetched only when the iteration reaches it."""
