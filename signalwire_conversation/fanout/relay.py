@@ -49,6 +49,7 @@ from .stream import DEFAULT_MAXLEN, DEFAULT_SEEN_TTL, Checkpoint, Fenced, Stream
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
+    from ..realtime import ConnectionState
 
 __all__ = ["Relay", "RelayState", "default_stream_name", "DEFAULT_LEASE_TTL"]
 
@@ -229,11 +230,13 @@ class Relay:
             thread.join(remaining)
         return True
 
-    def on_connection_state(self, state: Any) -> None:
+    def on_connection_state(self, state: "ConnectionState") -> None:
         """Tell the relay its client's ``ConnectionState`` changed (pass it, or a lambda calling
         it, as the client's ``on_state_change``): a listener that died is noticed at once.
         Safe on any thread; never blocks for long."""
-        if getattr(state, "value", None) == "closed":
+        from ..realtime import ConnectionState  # here: importing the fan-out needs no websocket
+
+        if state is ConnectionState.CLOSED:
             self._wake()
 
     @property
@@ -448,7 +451,9 @@ class Relay:
         state changes), or somebody closed the client under the relay; either way no message
         will ever arrive through it again.
         """
-        if self._stop.is_set() or getattr(self.client.connection_state, "value", None) != "closed":
+        from ..realtime import ConnectionState
+
+        if self._stop.is_set() or self.client.connection_state is not ConnectionState.CLOSED:
             return None
         error = self.client.listener_error
         if error is None:
@@ -461,8 +466,8 @@ class Relay:
         logger.error(
             "relay %s cannot continue: the live connection stopped for good (%s); %s",
             self.token, error_text(error),
-            "stopped appending and releasing the lease so a standby takes over" if held
-            else "stopping (it held no lease)",
+            "appending what it already received, then releasing the lease so a standby takes over"
+            if held else "stopping (it held no lease)",
         )
         self._fatal = error
         self._stop.set()

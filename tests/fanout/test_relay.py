@@ -12,6 +12,7 @@ import pytest
 from signalwire_conversation import AuthenticationError, Client
 from signalwire_conversation.fanout import Relay, RelayState, default_stream_name
 from signalwire_conversation.models import decode_event
+from signalwire_conversation.realtime import ConnectionState
 
 from .conftest import wait_until
 
@@ -192,7 +193,7 @@ def test_a_listener_that_dies_for_good_releases_the_lease_and_a_standby_takes_ov
 def test_a_client_closed_under_a_running_relay_stops_it(emu: Any, alice: Any, redis_server: Any, r: Any) -> None:
     client = Client(alice.token, base_url=emu.base_url)
     relay = Relay(client, redis_server.url, lease_ttl=30)
-    relay.on_connection_state("closed")  # not a ConnectionState: ignored
+    relay.on_connection_state(ConnectionState.CONNECTED)  # nothing to do
     with relay:
         wait_active(emu, alice, relay)
         client.close()

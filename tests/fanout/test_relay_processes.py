@@ -90,15 +90,32 @@ def relay_token(proc: Proc, timeout: float = 20, *, emu: Any = None, subscriber:
     return match.group(1)
 
 
+def active_and_standby(
+    emu: Any, alice: Any, redis_url: str, procs: List[Proc], *extra: str, token_a: Optional[str] = None
+) -> Tuple[Proc, str, Proc]:
+    """Relay A active (its websocket authenticated), then relay B (alice's token) on standby;
+    both are added to ``procs`` for the caller to kill."""
+    a = start_relay(emu, alice, redis_url, *extra, token=token_a)
+    procs.append(a)
+    token_a_ = relay_token(a, emu=emu, subscriber=alice)
+    b = start_relay(emu, alice, redis_url, *extra)
+    procs.append(b)
+    b.wait_for_line("is STANDBY", 20)
+    return a, token_a_, b
+
+
+def kill_all(procs: List[Proc]) -> None:
+    for proc in procs:
+        proc.process.send_signal(signal.SIGCONT)  # resume a relay left SIGSTOPped (else harmless)
+        proc.kill()
+
+
 def failover(emu: Any, people: Any, redis_server: Any, r: Any, total: int) -> None:
     alice = people[0]
     stream = stream_of(alice)
-    a = start_relay(emu, alice, redis_server.url)
-    b = None
+    procs: List[Proc] = []
     try:
-        token_a = relay_token(a, emu=emu, subscriber=alice)
-        b = start_relay(emu, alice, redis_server.url)
-        b.wait_for_line("is STANDBY", 20)
+        a, token_a, b = active_and_standby(emu, alice, redis_server.url, procs)
         inject(emu, people, 0, total // 2)
         wait_for_len(r, stream, total // 4, 30)  # A is mid-stream
         a.process.send_signal(signal.SIGKILL)
@@ -122,9 +139,7 @@ def failover(emu: Any, people: Any, redis_server: Any, r: Any, total: int) -> No
         assert b.terminate() == 0
         assert r.get(f"{stream}:lease") is None, "a clean stop releases the lease"
     finally:
-        a.kill()
-        if b is not None:
-            b.kill()
+        kill_all(procs)
 
 
 def test_failover_after_sigkill_every_message_once_in_order(emu: Any, people: Any, redis_server: Any, r: Any) -> None:
@@ -139,12 +154,9 @@ def test_failover_after_sigkill_full_size(emu: Any, people: Any, redis_server: A
 def test_a_paused_leader_appends_nothing_after_losing_the_lease(emu: Any, people: Any, redis_server: Any, r: Any) -> None:
     alice = people[0]
     stream = stream_of(alice)
-    a = start_relay(emu, alice, redis_server.url)
-    b = None
+    procs: List[Proc] = []
     try:
-        token_a = relay_token(a, emu=emu, subscriber=alice)
-        b = start_relay(emu, alice, redis_server.url)
-        b.wait_for_line("is STANDBY", 20)
+        a, token_a, b = active_and_standby(emu, alice, redis_server.url, procs)
         inject(emu, people, 0, 100)
         wait_for_len(r, stream, 100, 20)
         a.process.send_signal(signal.SIGSTOP)
@@ -163,10 +175,7 @@ def test_a_paused_leader_appends_nothing_after_losing_the_lease(emu: Any, people
         assert r.get(f"{stream}:lease") == token_b
         assert "Traceback" not in a.text()
     finally:
-        a.process.send_signal(signal.SIGCONT)
-        a.kill()
-        if b is not None:
-            b.kill()
+        kill_all(procs)
 
 
 def test_redis_restarted_under_an_active_relay_loses_nothing(emu: Any, people: Any, make_redis_server: Any) -> None:
@@ -218,12 +227,9 @@ def test_redis_down_at_start_is_retried_with_backoff(emu: Any, people: Any, make
 
 def test_a_clean_stop_hands_over_at_once(emu: Any, people: Any, redis_server: Any, r: Any) -> None:
     alice = people[0]
-    a = start_relay(emu, alice, redis_server.url, "--lease-ttl", "30")
-    b = None
+    procs: List[Proc] = []
     try:
-        relay_token(a)
-        b = start_relay(emu, alice, redis_server.url, "--lease-ttl", "30")
-        b.wait_for_line("is STANDBY", 20)
+        a, _, b = active_and_standby(emu, alice, redis_server.url, procs, "--lease-ttl", "30")
         a.process.send_signal(signal.SIGINT)
         stopped = time.monotonic()
         assert a.wait(20) == 0
@@ -232,9 +238,7 @@ def test_a_clean_stop_hands_over_at_once(emu: Any, people: Any, redis_server: An
         relay_token(b, 15)
         assert time.monotonic() - stopped < 5
     finally:
-        a.kill()
-        if b is not None:
-            b.kill()
+        kill_all(procs)
 
 
 def test_a_relay_whose_token_is_revoked_hands_over_and_exits_1(emu: Any, people: Any, redis_server: Any, r: Any) -> None:
@@ -245,13 +249,11 @@ def test_a_relay_whose_token_is_revoked_hands_over_and_exits_1(emu: Any, people:
     alice = people[0]
     stream = stream_of(alice)
     doomed = emu.issue_token(alice)
-    # A long TTL: only a release, not an expiry, can hand over within the bound below.
-    a = start_relay(emu, alice, redis_server.url, "--lease-ttl", "30", token=doomed)
-    b = None
+    procs: List[Proc] = []
     try:
-        token_a = relay_token(a, emu=emu, subscriber=alice)
-        b = start_relay(emu, alice, redis_server.url, "--lease-ttl", "30")  # alice.token: valid
-        b.wait_for_line("is STANDBY", 20)
+        # A long TTL: only a release, not an expiry, can hand over within the bound below.
+        # B has alice's own token: another valid token for the same subscriber.
+        a, token_a, b = active_and_standby(emu, alice, redis_server.url, procs, "--lease-ttl", "30", token_a=doomed)
         inject(emu, people, 0, 100)
         wait_for_len(r, stream, 100, 20)
         emu.refuse_resume()
@@ -282,6 +284,4 @@ def test_a_relay_whose_token_is_revoked_hands_over_and_exits_1(emu: Any, people:
         assert "released the lease" in text
         assert b.terminate() == 0
     finally:
-        a.kill()
-        if b is not None:
-            b.kill()
+        kill_all(procs)
