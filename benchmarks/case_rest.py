@@ -154,10 +154,21 @@ def run_decode(size: Size) -> CaseResult:
     repeats = max(3, size.repeats)
     loads = _best_time(lambda: json.loads(blob), repeats)
     decode = _best_time(lambda: [decode_message(d) for d in parsed], repeats)
+    try:
+        from signalwire_conversation.models import decode_messages
+    except ImportError:  # an SDK without the page decoder
+        decode_messages = None
+    pages = [parsed[i:i + 100] for i in range(0, len(parsed), 100)]
+    decode_pages = (
+        _best_time(lambda: [m for p in pages for m in decode_messages(p)], repeats) if decode_messages else None
+    )
     loads_ev = _best_time(lambda: json.loads(events_blob), repeats)
     decode_ev = _best_time(lambda: [decode_event(d) for d in parsed_events], repeats)
     result.rows.append(Row("decode_message vs json.loads", "s", decode, loads, op="<=", bound=1.5,
                            reference="json.loads"))
+    if decode_pages is not None:
+        result.rows.append(Row("decode_messages (pages of 100, as paging does)", "s", decode_pages, loads,
+                               op="<=", bound=1.5, reference="json.loads"))
     result.rows.append(Row("decode_event vs json.loads", "s", decode_ev, loads_ev, reference="json.loads"))
     result.notes.append(
         f"json.loads {n / loads:,.0f} msg/s ({len(blob) / n:.0f} B each); decode_message {n / decode:,.0f} msg/s; "
