@@ -96,7 +96,7 @@ _values = st.one_of(
 _keys = st.sampled_from(sorted(models._MESSAGE_NAMES_AND_ALIASES | {"other", "hidden"}))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(st.lists(st.dictionaries(_keys, _values, max_size=12), max_size=6))
 def test_decode_messages_equals_decode_message_for_any_payloads(items: List[Dict[str, Any]]) -> None:
     try:
@@ -106,8 +106,10 @@ def test_decode_messages_equals_decode_message_for_any_payloads(items: List[Dict
             decode_messages(items)
         return
     fast = decode_messages(items)
-    assert fast == slow
-    assert [m.extra for m in fast] == [m.extra for m in slow]
+    # compared through repr: a NaN timestamp equals itself there, not under ==
+    assert [repr(m) for m in fast] == [repr(m) for m in slow]
+    assert [repr(m.extra) for m in fast] == [repr(m.extra) for m in slow]
+    assert [type(m) for m in fast] == [type(m) for m in slow]
 
 
 # -- link verdicts, cached per origin ------------------------------------------------------------
