@@ -97,6 +97,13 @@ def run_paging(size: Size) -> CaseResult:
                 line += f", SDK {counts[f'sdk_{kind}'] / sdk_t:,.0f} items/s"
             result.notes.append(line + f" (items seen: {counts.get(f'sdk_{kind}', '-')} SDK, {counts[f'raw_{kind}']} raw)")
     result.notes.append(f"seeded {n:,} messages in {seeded['seconds']:.1f} s; best of {size.repeats} alternating runs")
+    result.notes.append(
+        "every run, wall s (client CPU s): "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{w:.3f} ({c:.3f})" for w, c in zip(walls[name], cpus[name]))
+            for name in walls if walls[name]
+        )
+    )
     if sdk_error:
         result.notes.append(f"SDK rows skipped: {sdk_error}")
     return result
