@@ -25,15 +25,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, message: str, interval: float = 0.02) -> None:
-    """Poll ``predicate`` until truthy; fail with ``message`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.1f} s: {message}")
-        time.sleep(interval)
+# (re-exported for this package's tests)
+from waiting import wait_until  # noqa: E402,F401
 
 
 class RedisServer:

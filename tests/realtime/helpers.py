@@ -92,13 +92,8 @@ class Collector:
                 self._cond.wait(remaining)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Bounded wait for ``predicate()`` (polls every 10 ms; raises AssertionError saying what)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
+# (re-exported for this package's tests)
+from waiting import wait_until  # noqa: E402,F401
 
 
 def listener_threads() -> List[str]:

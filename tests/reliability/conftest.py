@@ -42,16 +42,8 @@ FUZZ = settings(
 FUZZ_LIVE = settings(FUZZ, max_examples=60)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01,
-               message: str = "condition") -> None:
-    """Poll ``predicate`` until true; ``AssertionError`` naming ``message`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+# (re-exported for this package's tests)
+from waiting import wait_until  # noqa: E402,F401
 
 
 def open_fds() -> Set[str]:
