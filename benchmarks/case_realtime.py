@@ -128,6 +128,28 @@ def _raw_throughput(push: Any, relay_url: str, token: str, size: Size, skip_utf8
     return size.rt_events / (ended - started), server_seconds, unacked
 
 
+def _measure_callbacks(label: str, push: Any, counter: Counter, size: Size, timeout: float) -> Tuple[float, float, int]:
+    """Warm up, then time ``size.rt_events`` events reaching a connected client's ``counter``:
+    (events/s, the server's seconds, events left unacked)."""
+    counter.arm(size.rt_warmup)
+    push.prepare(size.rt_warmup)
+    push.start()
+    if not counter.wait(timeout):
+        raise TimeoutError(f"{label}: {counter.count}/{size.rt_warmup} warm-up events in {timeout} s")
+    push.finish()
+    push.unacked()
+    push.prepare(size.rt_events)
+    counter.arm(size.rt_events)
+    cpu = time.process_time()
+    started = time.perf_counter()
+    push.start()
+    if not counter.wait(timeout):
+        raise TimeoutError(f"{label}: {counter.count}/{size.rt_events} events in {timeout} s")
+    _CPU.append((time.process_time() - cpu) / size.rt_events)
+    server_seconds = push.finish()
+    return size.rt_events / (counter.last - started), server_seconds, push.unacked()
+
+
 def _sdk_throughput(push: Any, urls: Dict[str, Any], relay_url: str, token: str, size: Size) -> Tuple[float, float, int]:
     client_cls = load_client()
     counter = Counter()
@@ -135,26 +157,9 @@ def _sdk_throughput(push: Any, urls: Dict[str, Any], relay_url: str, token: str,
     client = client_cls(token=token, base_url=urls["base_url"], relay_url=relay_url)
     try:
         client.conversation.subscribe(lambda event: counter.hit_one_thread())
-        counter.arm(size.rt_warmup)
-        push.prepare(size.rt_warmup)
-        push.start()
-        if not counter.wait(timeout):
-            raise TimeoutError(f"SDK: {counter.count}/{size.rt_warmup} warm-up events in {timeout} s")
-        push.finish()
-        push.unacked()
-        push.prepare(size.rt_events)
-        counter.arm(size.rt_events)
-        cpu = time.process_time()
-        started = time.perf_counter()
-        push.start()
-        if not counter.wait(timeout):
-            raise TimeoutError(f"SDK: {counter.count}/{size.rt_events} events in {timeout} s")
-        _CPU.append((time.process_time() - cpu) / size.rt_events)
-        server_seconds = push.finish()
-        unacked = push.unacked()
+        return _measure_callbacks("SDK", push, counter, size, timeout)
     finally:
         client.close()
-    return size.rt_events / (counter.last - started), server_seconds, unacked
 
 
 def slack_payload(sample: Dict[str, Any]) -> Dict[str, Any]:
@@ -210,27 +215,10 @@ def _slack_throughput(push: _BlastPush, api_url: str, size: Size) -> Tuple[float
         client.connect()
         if not wait_until(lambda: push.blast.call("stats", flavour="slack")["connections"] == 1, timeout=10):
             raise TimeoutError("slack_sdk did not connect within 10 s")
-        counter.arm(size.rt_warmup)
-        push.prepare(size.rt_warmup)
-        push.start()
-        if not counter.wait(timeout):
-            raise TimeoutError(f"slack_sdk: {counter.count}/{size.rt_warmup} warm-up events")
-        push.finish()
-        push.unacked()
-        push.prepare(size.rt_events)
-        counter.arm(size.rt_events)
-        cpu = time.process_time()
-        started = time.perf_counter()
-        push.start()
-        if not counter.wait(timeout):
-            raise TimeoutError(f"slack_sdk: {counter.count}/{size.rt_events} events in {timeout} s")
-        _CPU.append((time.process_time() - cpu) / size.rt_events)
-        server_seconds = push.finish()
-        unacked = push.unacked()
+        return _measure_callbacks("slack_sdk", push, counter, size, timeout)
     finally:
         client.close()
         sys.setrecursionlimit(old_limit)
-    return size.rt_events / (counter.last - started), server_seconds, unacked
 
 
 def run_throughput(size: Size) -> CaseResult:
