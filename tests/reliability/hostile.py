@@ -344,19 +344,27 @@ def endless_body(budget: int = 256 * 1024 * 1024, *, chunked: bool = False) -> B
         if chunked:
             first = b"%x\r\n" % len(first) + first + b"\r\n"
         send_all(conn, first)
-        sent = 0
-        while sent < budget and not server.stop_event.is_set():
-            try:
-                conn.settimeout(1.0)
-                conn.sendall(block)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            sent += len(block)
-            server.count_sent(len(block))
+        stream_blocks(conn, server, block, budget)
 
     return behaviour
+
+
+def stream_blocks(conn: socket.socket, server: RawServer, block: bytes, budget: int) -> bool:
+    """Send ``block`` again and again until ``budget`` bytes went out or the server stops (a
+    peer that stops reading only delays it: each send waits 1 s at most); ``False`` once the
+    peer is gone."""
+    sent = 0
+    while sent < budget and not server.stop_event.is_set():
+        try:
+            conn.settimeout(1.0)
+            conn.sendall(block)
+        except socket.timeout:
+            continue
+        except OSError:
+            return False
+        sent += len(block)
+        server.count_sent(len(block))
+    return True
 
 
 # -- websocket ----------------------------------------------------------------------------------
@@ -392,17 +400,7 @@ def ws_endless_frame(budget: int = 256 * 1024 * 1024) -> Behaviour:
         if not send_all(conn, header + b'{"jsonrpc":"2.0","method":"signalwire.event","params":{"x":"'):
             return
         block = b"a" * 65536
-        sent = 0
-        while sent < budget and not server.stop_event.is_set():
-            try:
-                conn.settimeout(1.0)
-                conn.sendall(block)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            sent += len(block)
-            server.count_sent(len(block))
+        stream_blocks(conn, server, block, budget)
 
     return behaviour
 
@@ -658,17 +656,8 @@ def ws_stream_after_auth(budget: int) -> Behaviour:
         if not send_all(conn, bytes([0x81, 127]) + struct.pack("!Q", 1 << 40)):
             return
         block = b"a" * 65536
-        sent = 0
-        while sent < budget and not server.stop_event.is_set():
-            try:
-                conn.settimeout(1.0)
-                conn.sendall(block)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            sent += len(block)
-            server.count_sent(len(block))
+        if not stream_blocks(conn, server, block, budget):
+            return
         server.hold(conn)
 
     return behaviour
