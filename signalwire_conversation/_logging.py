@@ -109,7 +109,7 @@ _FILTER = RedactingFilter()
 
 
 def get_logger(name: str = LOGGER_NAME) -> logging.Logger:
-    """The package logger (or a child such as ``signalwire_conversation.http``), redacting."""
+    """The package logger (or a child such as ``signalwire_conversation.transport``), redacting."""
     if name != LOGGER_NAME and not name.startswith(LOGGER_NAME + "."):
         name = f"{LOGGER_NAME}.{name}"
     logger = logging.getLogger(name)

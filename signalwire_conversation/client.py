@@ -24,7 +24,7 @@ from .config import (
 )
 from .conversation import ConversationAPI
 from .errors import SignalWireError, ValidationError
-from .http import TimeoutArg, Transport
+from .transport import TimeoutArg, Transport
 from .models import ConversationMessageEvent, event_from_message
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Client:
             connect, 30 s to read); ``None`` disables it (not recommended). Per-call overrides
             are possible where a method accepts ``timeout``.
         max_retries: retries after the first attempt (0 disables them); see
-            :mod:`signalwire_conversation.http` for what is retried.
+            :mod:`signalwire_conversation.transport` for what is retried.
         session: a ``requests.Session`` to use (say, with proxies or a custom adapter). The
             client never closes a session it did not create.
         allow_insecure: accept plain ``http``/``ws`` URLs for non-loopback hosts. Must be a

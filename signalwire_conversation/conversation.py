@@ -23,7 +23,7 @@ from urllib.parse import quote
 import attrs
 
 from .errors import ConfigurationError, ResponseValidationError, ValidationError
-from .http import NOT_GIVEN, NotGiven, TimeoutArg, Transport, resolve_timeout
+from .transport import NOT_GIVEN, NotGiven, TimeoutArg, Transport, resolve_timeout
 from .models import (
     Conversation,
     ConversationMessage,
@@ -376,7 +376,7 @@ class ConversationAPI:
         ``text`` (plus ``metadata``/``details`` when given). The result carries what the server
         answered; ``conversation_id``, ``user_id`` and ``text`` are filled from the request when
         the answer leaves them out. A send is retried only when it provably did not reach the
-        server (see :mod:`signalwire_conversation.http`).
+        server (see :mod:`signalwire_conversation.transport`).
         """
         address_id = _check_address(address_id)
         text = _check_text(text)

@@ -8,7 +8,7 @@ Rules:
   host in the base URL's parent domain (the live backend may name the space host); any other
   link raises :class:`~signalwire_conversation.ResponseValidationError` from ``next_page()``
   (and from iteration) instead of sending the token there (see
-  :func:`signalwire_conversation.http.link_allowed`). The caller's filters (``page_size``, ``since``, ``until``) are kept on every page:
+  :func:`signalwire_conversation.transport.link_allowed`). The caller's filters (``page_size``, ``since``, ``until``) are kept on every page:
   any the link does not already carry are added to it.
 - Pagination stops only when there is no ``next`` link: an empty page in the middle does not
   end it. A ``next`` link already fetched in this chain is not fetched again: iteration stops

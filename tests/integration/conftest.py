@@ -65,10 +65,10 @@ def make_client(emu: Emulator) -> Iterator[ClientFactory]:
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> List[float]:
     """Record the transport's retry waits instead of sleeping on them.
 
-    ``Transport._sleep`` is the documented seam (http.py: "the only sleep on the REST path");
+    ``Transport._sleep`` is the documented seam (transport.py: "the only sleep on the REST path");
     nothing else is patched, the requests still go over real sockets to the emulator.
     """
-    from signalwire_conversation.http import Transport
+    from signalwire_conversation.transport import Transport
 
     recorded: List[float] = []
     monkeypatch.setattr(Transport, "_sleep", lambda self, seconds: recorded.append(seconds))

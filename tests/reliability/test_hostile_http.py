@@ -19,7 +19,7 @@ from signalwire_conversation import (
     ResponseValidationError,
     SignalWireError,
 )
-from signalwire_conversation.http import DEFAULT_MAX_RESPONSE_BYTES
+from signalwire_conversation.transport import DEFAULT_MAX_RESPONSE_BYTES
 
 from . import hostile
 from .helpers import call_bounded, make_token

@@ -29,7 +29,7 @@ def rsps() -> Iterator[responses.RequestsMock]:
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> List[float]:
     """Record every retry sleep instead of sleeping (patches the one sleep of the transport)."""
     recorded: List[float] = []
-    from signalwire_conversation.http import Transport
+    from signalwire_conversation.transport import Transport
 
     monkeypatch.setattr(Transport, "_sleep", lambda self, seconds: recorded.append(seconds))
     return recorded

@@ -30,7 +30,7 @@ from signalwire_conversation import (
     ValidationError,
 )
 from signalwire_conversation.config import TokenProvider
-from signalwire_conversation.http import (
+from signalwire_conversation.transport import (
     NOT_GIVEN,
     Transport,
     classify_exception,
@@ -168,9 +168,9 @@ class TestRetryDelay:
 
     def test_exponential_capped_with_jitter(self, monkeypatch: pytest.MonkeyPatch) -> None:
         t = self.make(backoff_initial=0.5, backoff_max=4.0)
-        monkeypatch.setattr("signalwire_conversation.http.random.random", lambda: 0.0)
+        monkeypatch.setattr("signalwire_conversation.transport.random.random", lambda: 0.0)
         assert [t._retry_delay(a, None) for a in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
-        monkeypatch.setattr("signalwire_conversation.http.random.random", lambda: 1.0)
+        monkeypatch.setattr("signalwire_conversation.transport.random.random", lambda: 1.0)
         assert [t._retry_delay(a, None) for a in range(5)] == [0.375, 0.75, 1.5, 3.0, 3.0]
 
     def test_jitter_stays_in_bounds(self) -> None:
@@ -317,7 +317,7 @@ def test_429_retry_after_http_date_honoured(
     client: Client, rsps: responses.RequestsMock, sleeps: List[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = 1_700_000_000.0
-    monkeypatch.setattr("signalwire_conversation.http.time.time", lambda: now)
+    monkeypatch.setattr("signalwire_conversation.transport.time.time", lambda: now)
     rsps.get(URL, status=429, headers={"Retry-After": email.utils.formatdate(now + 5, usegmt=True)})
     rsps.get(URL, json={"data": [], "links": {}})
     client.conversation.get_messages()
@@ -333,7 +333,7 @@ def test_retry_after_beyond_cap_raises_at_once(client: Client, rsps: responses.R
 
 
 def test_backoff_without_retry_after_grows(rsps: responses.RequestsMock, sleeps: List[float], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("signalwire_conversation.http.random.random", lambda: 0.0)
+    monkeypatch.setattr("signalwire_conversation.transport.random.random", lambda: 0.0)
     rsps.get(URL, status=500)
     c = Client(TOKEN, max_retries=3)
     with pytest.raises(ServerError):
@@ -518,7 +518,7 @@ def test_response_too_large_by_content_length(rsps: responses.RequestsMock) -> N
 def test_response_too_large_while_streaming(rsps: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> None:
     c = Client(TOKEN)
     c._transport.max_response_bytes = 100_000
-    monkeypatch.setattr("signalwire_conversation.http._CHUNK", 10_000)
+    monkeypatch.setattr("signalwire_conversation.transport._CHUNK", 10_000)
     rsps.get(URL, body=b"x" * 300_000, auto_calculate_content_length=False)
     with pytest.raises(ResponseValidationError, match="larger than 100000 bytes"):
         c.conversation.get_messages()

@@ -56,8 +56,8 @@ def test_filter_scrubs_records_even_with_args(caplog: pytest.LogCaptureFixture) 
 
 def test_get_logger_names() -> None:
     assert get_logger().name == "signalwire_conversation"
-    assert get_logger("http").name == "signalwire_conversation.http"
-    assert len(get_logger("http").filters) == 1  # the filter is added once
+    assert get_logger("transport").name == "signalwire_conversation.transport"
+    assert len(get_logger("transport").filters) == 1  # the filter is added once
 
 
 @pytest.mark.parametrize(

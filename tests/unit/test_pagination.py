@@ -327,7 +327,7 @@ def test_link_within_the_site_is_followed(client: Client, rsps: responses.Reques
 
 
 def test_loopback_base_allows_its_exact_origin_only() -> None:
-    from signalwire_conversation.http import link_allowed
+    from signalwire_conversation.transport import link_allowed
 
     base = "http://127.0.0.1:8080"
     assert link_allowed(base, "http://127.0.0.1:8080/api/x?p=2")

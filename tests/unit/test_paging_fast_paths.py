@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from signalwire_conversation import Client, ResponseValidationError
 from signalwire_conversation import models
 from signalwire_conversation.config import TokenProvider
-from signalwire_conversation.http import Transport, link_allowed
+from signalwire_conversation.transport import Transport, link_allowed
 from signalwire_conversation.models import decode_message, decode_messages
 
 from .helpers import BASE, TOKEN, message

@@ -110,7 +110,7 @@ __all__ = [
     "DEFAULT_RETRY_AFTER_CAP",
 ]
 
-logger = _logging.get_logger("signalwire_conversation.http")
+logger = _logging.get_logger("signalwire_conversation.transport")
 
 #: Responses larger than this are refused (a conversation page is a few hundred KiB at most).
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
