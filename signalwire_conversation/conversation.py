@@ -272,11 +272,21 @@ class ConversationAPI:
     # -- reads ---------------------------------------------------------------------------------
 
     def get_conversations(
-        self, *, page_size: Optional[int] = None, timeout: CallTimeout = NOT_GIVEN
+        self,
+        *,
+        limit: Optional[int] = None,
+        page_size: Optional[int] = None,
+        timeout: CallTimeout = NOT_GIVEN,
     ) -> Page[Conversation]:
-        """The conversations of this subscriber (``GET /api/fabric/conversations``)."""
+        """The conversations of this subscriber (``GET /api/fabric/conversations``).
+
+        ``limit`` caps how many the whole iteration yields, as for the message listings.
+        """
+        limit_ = _check_positive_int(limit, "limit")
         size = _check_positive_int(page_size, "page_size")
         timeout = _check_call_timeout(timeout)
+        if size is None and limit_ is not None:
+            size = min(limit_, MAX_IMPLICIT_PAGE_SIZE)
         params: Dict[str, Any] = {}
         if size is not None:
             params["page_size"] = size
@@ -285,6 +295,7 @@ class ConversationAPI:
             decode=decode_conversation,
             url_of=self._transport.url_for,
             params=params,
+            limit=limit_,
             item_name="Conversation",
         )
         return Page._fetch_first(chain, PATH_CONVERSATIONS)

@@ -21,6 +21,8 @@ Rules:
   that holds an item older than ``since`` is the last one (``has_next`` is ``False``). Items
   without a timestamp are kept.
 - ``prev_page()`` starts a fresh window: its ``limit`` budget is whole again.
+- ``len(page)`` and ``bool(page)`` describe this page only. Iterating a page again starts over
+  from it: later pages are fetched again, never cached.
 """
 
 from __future__ import annotations
@@ -210,9 +212,23 @@ class Page(Generic[T]):
             page = page.next_page()
 
     def __iter__(self) -> Iterator[T]:
+        """This page's items, then those of each later page, fetched when reached.
+
+        Every iteration starts over from this page: its own items come from memory, and each
+        later page is fetched again (nothing is cached, so a long listing holds one page at a
+        time, and a second pass sees what the server holds now).
+        """
         # (chain: the items come out of each page's list at C speed, not through a generator
         # resumed per item; the next page is still fetched only when this one is used up)
         return _itertools_chain.from_iterable(page.data for page in self.pages())
+
+    def __len__(self) -> int:
+        """The number of items on this page (``len(page.data)``), not of the whole listing."""
+        return len(self.data)
+
+    def __bool__(self) -> bool:
+        """Whether this page holds any item. An empty page may still have a ``next`` page."""
+        return bool(self.data)
 
     def _params_for(self, link: str) -> Mapping[str, Any]:
         """The caller's filters the link does not already carry (Stripe's rule: keep them)."""

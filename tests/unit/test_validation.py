@@ -63,6 +63,7 @@ def test_text(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
 def test_limit(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
     check(rsps, lambda: client.conversation.get_messages(limit=bad), "limit")
     check(rsps, lambda: client.conversation.get_conversation_messages(THEM, limit=bad), "limit")
+    check(rsps, lambda: client.conversation.get_conversations(limit=bad), "limit")
 
 
 @pytest.mark.parametrize("bad", BAD_COUNT)
