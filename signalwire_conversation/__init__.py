@@ -64,8 +64,11 @@ def __getattr__(name: str) -> _typing.Any:
     return value
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+def __dir__() -> "list[str]":
+    # the public names only: not the submodules, the helpers above, nor the ``annotations``
+    # that ``from __future__ import annotations`` binds
+    return sorted(__all__)
+
 
 __all__ = [
     "__version__",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from typing import Any, List
@@ -251,11 +252,20 @@ def test_public_names() -> None:
         assert getattr(signalwire_conversation, name) is not None
 
 
-def test_public_names_match_module_namespace() -> None:
+def test_dir_lists_the_public_names_only() -> None:
     # dir(), not vars(): ConnectionState and Subscription are loaded on first access
-    public = {n for n in dir(signalwire_conversation) if not n.startswith("_")} - {"annotations"}
-    modules = {n for n in public if type(getattr(signalwire_conversation, n)).__name__ == "module"}
-    assert public - modules == set(signalwire_conversation.__all__) - {"__version__"}
+    assert dir(signalwire_conversation) == sorted(signalwire_conversation.__all__)
+    assert "annotations" not in dir(signalwire_conversation)
+    for name in dir(signalwire_conversation):
+        assert getattr(signalwire_conversation, name) is not None
+
+
+@pytest.mark.parametrize("module", ["realtime", "testing", "fanout"])
+def test_public_subpackages_leak_no_future_import(module: str) -> None:
+    # ``from __future__ import annotations`` binds the name ``annotations`` in the module
+    package = importlib.import_module(f"signalwire_conversation.{module}")
+    assert "annotations" not in dir(package)
+    assert set(package.__all__) <= set(dir(package))
 
 
 def test_conversation_attribute() -> None:
