@@ -48,6 +48,7 @@ from typing import (
     Tuple,
 )
 
+from ._timestamps import MILLISECONDS_THRESHOLD
 from ._version import __version__
 from .errors import (
     APIConnectionError,
@@ -165,7 +166,7 @@ def parse_time(value: str, *, now: Optional[float] = None) -> float:
     text = value.strip()
     if _NUMBER.match(text):
         number = float(text)
-        return number / 1000.0 if abs(number) >= 1e11 else number
+        return number / 1000.0 if abs(number) >= MILLISECONDS_THRESHOLD else number
     duration = _DURATION.match(text)
     if duration:
         amount, unit = float(duration.group(1)), duration.group(2)

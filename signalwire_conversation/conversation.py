@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import attrs
 
+from ._timestamps import MILLISECONDS_THRESHOLD
 from .errors import ConfigurationError, ResponseValidationError, ValidationError
 from .transport import NOT_GIVEN, NotGiven, TimeoutArg, Transport, resolve_timeout
 from .models import (
@@ -58,7 +59,7 @@ TimeArg = Union[int, float, _dt.datetime]
 #: A numeric ``since``/``until`` at or above this (about the year 5138) is read as milliseconds,
 #: as the models read a wire timestamp (so ``since=message.ts`` works whatever unit the server
 #: used); in seconds, after that reading, it must be below it. A ``datetime`` must be too.
-MAX_EPOCH_SECONDS = 1e11
+MAX_EPOCH_SECONDS = MILLISECONDS_THRESHOLD
 
 #: When only ``limit`` is given, pages of at most this many items are requested.
 MAX_IMPLICIT_PAGE_SIZE = 100

@@ -19,6 +19,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn
 
+from ._timestamps import MILLISECONDS_THRESHOLD
 from .errors import ResponseValidationError
 
 __all__ = [
@@ -41,9 +42,6 @@ __all__ = [
 
 JSONDict = Dict[str, Any]
 
-# A wire timestamp below this is seconds since the epoch; at or above it, milliseconds.
-_MILLISECONDS_THRESHOLD = 1e11
-
 
 def timestamp_to_datetime(value: Optional[float]) -> Optional[_dt.datetime]:
     """An aware UTC ``datetime`` from a wire timestamp in seconds or milliseconds.
@@ -60,7 +58,7 @@ def timestamp_to_datetime(value: Optional[float]) -> Optional[_dt.datetime]:
     if value is None:
         return None
     try:
-        seconds = value / 1000.0 if value >= _MILLISECONDS_THRESHOLD else float(value)
+        seconds = value / 1000.0 if value >= MILLISECONDS_THRESHOLD else float(value)
         return _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)
     except (OverflowError, OSError, ValueError):
         # NaN, infinite, or outside datetime's range (years 1..9999): no datetime for it

@@ -46,6 +46,7 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 
 from . import _logging
+from ._timestamps import MILLISECONDS_THRESHOLD
 from .errors import ResponseValidationError
 
 __all__ = ["Page"]
@@ -53,9 +54,6 @@ __all__ = ["Page"]
 T = TypeVar("T")
 
 logger = _logging.get_logger("signalwire_conversation.pagination")
-
-# A wire timestamp at or above this is milliseconds (same rule as models.timestamp_to_datetime).
-_MILLISECONDS_THRESHOLD = 1e11
 
 #: Fetch a page: ``(url_or_path, params) -> decoded JSON body``.
 Fetcher = Callable[[str, Mapping[str, Any]], Any]
@@ -131,7 +129,7 @@ class Page(Generic[T]):
             for item in decoded:
                 ts = timestamp(item)
                 if ts is not None:
-                    seconds = ts / 1000.0 if ts >= _MILLISECONDS_THRESHOLD else float(ts)
+                    seconds = ts / 1000.0 if ts >= MILLISECONDS_THRESHOLD else float(ts)
                     if since is not None and seconds < since:
                         past_since = True  # newest first: everything after this page is older still
                         continue

@@ -50,6 +50,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union, c
 import websocket
 
 from .._logging import get_logger, preview
+from .._timestamps import MILLISECONDS_THRESHOLD
 from .._version import __version__
 from ..errors import RealtimeError
 
@@ -234,7 +235,7 @@ def token_expiry(result: Any) -> Optional[float]:
         value = authorization.get("expires_at")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         return None
-    return float(value / 1000.0 if value >= 1e11 else value)
+    return float(value / 1000.0 if value >= MILLISECONDS_THRESHOLD else value)
 
 
 def project_id_of(result: Any) -> Optional[str]:

@@ -8,12 +8,10 @@ from __future__ import annotations
 import collections
 from typing import Any, Callable, Deque, Hashable, Iterable, List, Optional, Set
 
+from .._timestamps import MILLISECONDS_THRESHOLD
 from ..models import ConversationMessage, ConversationMessageEvent, event_from_message
 
 __all__ = ["MILLISECONDS_THRESHOLD", "ts_seconds", "RecentIds", "gap_since", "plan_gap_fill"]
-
-#: A wire ``ts`` at or above this is in milliseconds (models.py uses the same rule).
-MILLISECONDS_THRESHOLD = 1e11
 
 
 def ts_seconds(ts: Any) -> Optional[float]:

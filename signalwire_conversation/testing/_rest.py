@@ -14,6 +14,7 @@ import json
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlencode
 
+from .._timestamps import MILLISECONDS_THRESHOLD
 from ._errors import HTTPError, validation_error
 from ._http import Request, Response
 from ._state import Store, Subscriber
@@ -103,7 +104,7 @@ def _time_filter(request: Request, name: str) -> Optional[float]:
         value = float(raw)
     except ValueError:
         raise validation_error("invalid_parameter", f"{name} must be a number (seconds since the epoch)", name) from None
-    if value > 1e11:  # milliseconds
+    if value >= MILLISECONDS_THRESHOLD:
         value /= 1000.0
     return value
 

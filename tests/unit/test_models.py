@@ -376,3 +376,16 @@ def test_fast_builder_refuses_classes_it_cannot_build() -> None:
 
     with pytest.raises(TypeError, match="validators"):
         models._builder(Checked)
+
+
+def test_every_reader_of_a_timestamp_uses_the_one_threshold() -> None:
+    from signalwire_conversation import _timestamps
+    from signalwire_conversation.conversation import MAX_EPOCH_SECONDS, _check_time
+    from signalwire_conversation.realtime.delivery import ts_seconds
+
+    limit = _timestamps.MILLISECONDS_THRESHOLD
+    assert limit == 1e11 and MAX_EPOCH_SECONDS == limit
+    below, at = limit - 1, limit  # seconds (year 5138), then milliseconds (March 1973)
+    assert ts_seconds(below) == below and ts_seconds(at) == limit / 1000
+    assert timestamp_to_datetime(at) == dt.datetime.fromtimestamp(limit / 1000, tz=dt.timezone.utc)
+    assert _check_time(below, "since") == below and _check_time(at, "since") == limit / 1000
