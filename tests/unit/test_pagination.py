@@ -371,3 +371,15 @@ def test_iterating_a_page_twice_fetches_the_later_pages_again(
     limited = client.conversation.get_messages(limit=2)
     assert [m.id for m in limited] == ["m1", "m2"]
     assert [m.id for m in limited] == ["m1", "m2"]
+
+
+def test_a_page_is_read_only(client: Client, rsps: responses.RequestsMock) -> None:
+    import attrs
+
+    serve(rsps, {"": page_body([message(1, 30)])})
+    page = client.conversation.get_messages()
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        page.data = []  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        del page.links
+    assert [m.id for m in page] == ["m1"]
