@@ -87,7 +87,7 @@ def run_import(size: Size) -> CaseResult:
             req.append(import_time_us("requests", pycache))
     sdk_ms = best([v / 1000 for v in sdk], False)
     req_ms = best([v / 1000 for v in req], False)
-    result.rows.append(Row("import time vs requests", "ms", sdk_ms, req_ms, op="<=", bound=1.5,
+    result.rows.append(Row("import time vs requests", "ms", sdk_ms, req_ms, op="<=", bound=1.3,
                            reference="requests"))
     modules = imported_modules("signalwire_conversation")
     heavy = sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))

@@ -579,7 +579,6 @@ _OPT_BOOL = (bool, type(None))
 _CALL_DEFAULT = "is_author"
 _SHAPE_CACHE_MAX = 128
 _SHAPE_KEYS_MAX = 64
-_MISSING: Any = object()
 _Decoder = Callable[..., Any]
 
 
@@ -591,6 +590,8 @@ def _field_checks(cls: type) -> Dict[str, str]:
     for a in attrs.fields(cast(Any, cls)):
         if a.validator is not None or a.converter is not None or a.on_setattr not in (None, attrs.setters.NO_OP):
             raise TypeError(f"{cls.__name__}.{a.name}: the fast path cannot run validators or converters")
+        if isinstance(a.default, attrs.Factory) and a.default.takes_self:  # type: ignore[arg-type]
+            raise TypeError(f"{cls.__name__}.{a.name}: the fast path cannot run a factory that takes self")
         if a.name != "extra":
             if a.type not in _CHECKS:
                 raise TypeError(f"{cls.__name__}.{a.name}: the fast path has no check for type {a.type!r}")
@@ -625,8 +626,9 @@ def _shape_source(cls: type, shape: Tuple[Any, ...]) -> Tuple[str, Dict[str, Any
         if not sources:  # absent: the field's default
             if a.name == _CALL_DEFAULT:
                 value = "default"
-            elif isinstance(a.default, attrs.Factory) and a.default.factory is dict:  # type: ignore[arg-type]
-                value = "{}"
+            elif isinstance(a.default, attrs.Factory):  # type: ignore[arg-type]
+                namespace[f"_d{j}"] = a.default.factory
+                value = "{}" if a.default.factory is dict else f"_d{j}()"
             else:
                 namespace[f"_d{j}"] = a.default
                 value = f"_d{j}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import attrs
 import pytest
@@ -393,6 +393,30 @@ def test_fast_path_refuses_classes_it_cannot_build() -> None:
         models._field_checks(Unknown)
     with pytest.raises(TypeError, match="post_init"):
         models._field_checks(PostInit)
+
+
+def test_generated_decoder_fills_defaults_and_calls_factories(monkeypatch: pytest.MonkeyPatch) -> None:
+    from signalwire_conversation import models
+
+    @attrs.define(frozen=True, kw_only=True)
+    class Custom:
+        id: Optional[str] = None
+        flag: bool = True
+        tags: Mapping[str, Any] = attrs.field(factory=lambda: {"fresh": True})
+        extra: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @attrs.define(frozen=True, kw_only=True)
+    class TakesSelf:
+        x: Mapping[str, Any] = attrs.field(default=attrs.Factory(lambda self: {}, takes_self=True))
+
+    monkeypatch.setitem(models._fast_checks, Custom, models._field_checks(Custom))
+    decode = models._generate(Custom, ("id", "other"))
+    first, second = decode({"id": "x", "other": 1}), decode({"id": "y", "other": 2})
+    assert first == Custom(id="x", extra={"other": 1}) and first.flag is True
+    assert first.tags == {"fresh": True} and first.tags is not second.tags  # a new one each time
+    assert decode({"id": 5, "other": 1}) is None  # not a str: the converter's business
+    with pytest.raises(TypeError, match="takes self"):
+        models._field_checks(TakesSelf)
 
 
 # -- one fast path, proven equal to the converter ----------------------------------------------
