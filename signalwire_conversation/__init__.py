@@ -65,9 +65,10 @@ def __getattr__(name: str) -> _typing.Any:
 
 
 def __dir__() -> "list[str]":
-    # the public names only: not the submodules, the helpers above, nor the ``annotations``
-    # that ``from __future__ import annotations`` binds
-    return sorted(__all__)
+    # the public names and the module's dunders: not the submodules, the helpers above, nor the
+    # ``annotations`` that ``from __future__ import annotations`` binds
+    dunders = {name for name in globals() if name.startswith("__") and name.endswith("__")}
+    return sorted(dunders | set(__all__))
 
 
 __all__ = [

@@ -254,8 +254,11 @@ def test_public_names() -> None:
 
 def test_dir_lists_the_public_names_only() -> None:
     # dir(), not vars(): ConnectionState and Subscription are loaded on first access
-    assert dir(signalwire_conversation) == sorted(signalwire_conversation.__all__)
-    assert "annotations" not in dir(signalwire_conversation)
+    names = dir(signalwire_conversation)
+    assert {n for n in names if not n.startswith("_")} == set(signalwire_conversation.__all__) - {"__version__"}
+    assert {n for n in names if n.startswith("_")} <= {n for n in names if n.startswith("__") and n.endswith("__")}
+    assert "__version__" in names and "__doc__" in names
+    assert "annotations" not in names and "models" not in names
     for name in dir(signalwire_conversation):
         assert getattr(signalwire_conversation, name) is not None
 
