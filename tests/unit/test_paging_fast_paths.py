@@ -162,3 +162,13 @@ def test_a_page_of_mixed_items_decodes_like_one_by_one(client: Client, rsps: res
     got = list(client.conversation.get_messages())
     assert got == [decode_message(item) for item in items]
     assert got[1].extra == {"extra_key": 1}
+
+
+def test_a_payload_with_very_many_keys_goes_to_the_converter() -> None:
+    wide = dict(WIRE, **{f"k{i}": i for i in range(models._SHAPE_KEYS_MAX)})
+    before = len(models._message_shapes)
+    (message,) = decode_messages([wide])
+    assert message == decode_message(wide) == models._message_hook(wide)
+    assert message.extra == {f"k{i}": i for i in range(models._SHAPE_KEYS_MAX)}
+    assert tuple(wide) not in models._message_shapes  # no decoder generated for it
+    assert len(models._message_shapes) == before
