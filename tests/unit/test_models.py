@@ -16,7 +16,10 @@ from signalwire_conversation import (
     Conversation,
     ConversationMessage,
     ConversationMessageEvent,
+    JoinResult,
     ResponseValidationError,
+    SentMessage,
+    SubscriberInfo,
 )
 from signalwire_conversation.models import (
     decode_conversation,
@@ -393,6 +396,61 @@ def test_fast_path_refuses_classes_it_cannot_build() -> None:
         models._field_checks(Unknown)
     with pytest.raises(TypeError, match="post_init"):
         models._field_checks(PostInit)
+
+
+_SAMPLES = {
+    Conversation: lambda: [decode_conversation({"group_id": "g", "name": "n", "metadata": {"a": 1}, "x": 2}),
+                           decode_conversation({"group_id": "g"})],
+    ConversationMessage: lambda: [decode_message({"id": "m", "group_id": "g", "text": "<hi>", "details": {"d": [1]},
+                                                  "ts": 1.5, "zz": 3}),
+                                  decode_message({"id": "m"})],
+    ConversationMessageEvent: lambda: [decode_event({"id": "e", "hidden": True, "user_name": "U"}, is_author=True),
+                                       decode_event({"id": "e"})],
+    JoinResult: lambda: [decode_join_result({"group_id": "g", "fabric_address_ids": ["a", "b"]}),
+                         decode_join_result({"group_id": "h"})],
+    SentMessage: lambda: [decode_sent_message({"id": "s", "text": "t"}), decode_sent_message({})],
+    SubscriberInfo: lambda: [decode_subscriber_info({"id": "s", "fabric_addresses": [{"id": "a"}]}),
+                             decode_subscriber_info({})],
+}
+
+
+@pytest.mark.parametrize("cls", list(_SAMPLES), ids=lambda c: c.__name__)
+def test_repr_eq_and_hash_are_what_attrs_would_generate(cls: Any) -> None:
+    # the models write these once in _Model (import time); a twin made by attrs with its
+    # defaults must behave the same
+    twin = attrs.make_class(
+        cls.__name__,
+        {a.name: attrs.field(default=a.default, repr=a.repr, kw_only=True) for a in attrs.fields(cls)},
+        frozen=True,
+    )
+
+    def twin_of(obj: Any) -> Any:
+        return twin(**{a.name: getattr(obj, a.name) for a in attrs.fields(cls)})
+
+    def changed(value: Any) -> Any:
+        if isinstance(value, bool):
+            return not value
+        if isinstance(value, tuple):
+            return value + ("z",)
+        if isinstance(value, dict):
+            return dict(value, changed=1)
+        return 42.0 if isinstance(value, float) else f"{value}-changed"
+
+    samples = _SAMPLES[cls]()
+    samples.append(attrs.evolve(samples[0]))  # equal, not identical
+    # and one variant per field, different in that field alone
+    samples += [attrs.evolve(samples[0], **{a.name: changed(getattr(samples[0], a.name))}) for a in attrs.fields(cls)]
+    for x in samples:
+        assert repr(x) == repr(twin_of(x))
+        for y in samples:
+            assert (x == y) is (twin_of(x) == twin_of(y))
+            assert (x != y) is (twin_of(x) != twin_of(y))
+        assert (x == object()) is False and (x != object()) is True
+        assert x != twin_of(x)  # another class: never equal, as with attrs
+        with pytest.raises(TypeError):
+            hash(twin_of(x))  # unhashable (a dict field), and so:
+        with pytest.raises(TypeError):
+            hash(x)
 
 
 def test_generated_decoder_fills_defaults_and_calls_factories(monkeypatch: pytest.MonkeyPatch) -> None:
