@@ -215,6 +215,10 @@ class ConversationMessage(_Model):
     ``from_fabric_address_id``). Chat messages have ``subtype == "chat"``; call history has
     ``subtype == "log"`` with ``kind`` (e.g. ``"call_started"``) and ``details``. ``id`` is
     ``None`` only when the server sent none.
+
+    ``user_name`` is the sender's name: the ``display_name`` (else ``name``) of the address
+    ``user_id`` in the address directory, looked up by the client (cached for a few minutes);
+    ``None`` when the lookup failed or the client was made with ``resolve_names=False``.
     """
 
     id: Optional[str] = None
@@ -228,6 +232,7 @@ class ConversationMessage(_Model):
     text: Optional[str] = None
     metadata: Mapping[str, Any] = attrs.field(factory=dict, repr=_safe_repr)
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    user_name: Optional[str] = None
 
     @property
     def datetime(self) -> Optional[_dt.datetime]:
@@ -239,16 +244,16 @@ class ConversationMessage(_Model):
 class ConversationMessageEvent(ConversationMessage):
     """A new message delivered live by a subscription (or recovered by gap fill).
 
-    Adds to the message fields: ``hidden``, ``address_id``, ``conversation_name``,
-    ``user_name`` and ``is_author`` (``True`` when this subscriber sent it). Messages recovered
-    over REST after a reconnect carry only what the REST API returns (``recovered`` is
-    ``True``; the names may be ``None``).
+    Adds to the message fields: ``hidden``, ``address_id``, ``conversation_name`` and
+    ``is_author`` (``True`` when this subscriber sent it). ``user_name`` comes from the event
+    when the server sent it, else from the address directory as for stored messages. Messages
+    recovered over REST after a reconnect carry what the REST API returns plus the looked-up
+    ``user_name`` (``recovered`` is ``True``; ``conversation_name`` may be ``None``).
     """
 
     hidden: bool = False
     address_id: Optional[str] = None
     conversation_name: Optional[str] = None
-    user_name: Optional[str] = None
     is_author: Optional[bool] = None
     recovered: bool = False
 
@@ -559,10 +564,13 @@ _NUM = (float, int, type(None))
 # field order of attrs.fields(): the builders take the values in that order
 assert [a.name for a in attrs.fields(ConversationMessageEvent)] == [
     "id", "conversation_id", "user_id", "ts", "details", "type", "subtype", "kind", "text", "metadata",
-    "extra", "hidden", "address_id", "conversation_name", "user_name", "is_author", "recovered",
+    "extra", "user_name", "hidden", "address_id", "conversation_name", "is_author", "recovered",
 ]
 _build_message = _builder(ConversationMessage)
 _build_event = _builder(ConversationMessageEvent)
+# Sets ``user_name`` on a model just built and not yet handed out (the name fill of a page,
+# ``names.py``), as the builders above set every slot.
+_set_user_name: Callable[[ConversationMessage, Optional[str]], None] = ConversationMessage.__dict__["user_name"].__set__
 
 
 def _fast_message(data: JSONDict, event: bool, default_is_author: Optional[bool] = None) -> Any:
@@ -624,9 +632,12 @@ def _fast_message(data: JSONDict, event: bool, default_is_author: Optional[bool]
         details = {}
     if metadata is None:
         metadata = {}
+    user_name = get("user_name")
+    if type(user_name) not in _STR:
+        return None
     if not event:
         return _build_message(
-            id_, conversation_id, user_id, ts, details, type_, subtype, kind, text, metadata, extra
+            id_, conversation_id, user_id, ts, details, type_, subtype, kind, text, metadata, extra, user_name
         )
     hidden = get("hidden", False)
     if type(hidden) is not bool:
@@ -641,12 +652,11 @@ def _fast_message(data: JSONDict, event: bool, default_is_author: Optional[bool]
         recovered = False if recovered is None else _bool(recovered)
     address_id = get("address_id")
     conversation_name = get("conversation_name")
-    user_name = get("user_name")
-    if type(address_id) not in _STR or type(conversation_name) not in _STR or type(user_name) not in _STR:
+    if type(address_id) not in _STR or type(conversation_name) not in _STR:
         return None
     return _build_event(
-        id_, conversation_id, user_id, ts, details, type_, subtype, kind, text, metadata, extra,
-        hidden, address_id, conversation_name, user_name, is_author, recovered,
+        id_, conversation_id, user_id, ts, details, type_, subtype, kind, text, metadata, extra, user_name,
+        hidden, address_id, conversation_name, is_author, recovered,
     )
 
 
@@ -676,6 +686,7 @@ def decode_message(data: Any) -> ConversationMessage:
 # inject code; the cache is bounded, so it cannot grow memory with endless key orders.
 
 _SHAPE_FIELDS = ("id", "conversation_id", "user_id", "ts", "details", "type", "subtype", "kind", "text", "metadata")
+# (``user_name``, rare in a stored message, is left to the per-item path)
 _SHAPE_SOURCES: Dict[str, Tuple[str, ...]] = {
     "conversation_id": ("conversation_id", "group_id"),
     "user_id": ("user_id", "from_fabric_address_id", "from_address_id"),
@@ -687,7 +698,7 @@ _shape_cache: Dict[Tuple[Any, ...], Optional[Callable[[JSONDict], Optional[Conve
 def _shape_decoder(shape: Tuple[Any, ...]) -> Optional[Callable[[JSONDict], Optional[ConversationMessage]]]:
     """The generated decoder of messages whose keys are ``shape`` (in order), or ``None``."""
     keys = set(shape)
-    if not keys <= _MESSAGE_NAMES_AND_ALIASES or "extra" in keys:
+    if not keys <= _MESSAGE_NAMES_AND_ALIASES or "extra" in keys or "user_name" in keys:
         return None  # unknown keys go to ``extra``; a key "extra" is ignored: the general path
     source: Dict[str, Optional[str]] = {}
     for name in _SHAPE_FIELDS:
@@ -709,7 +720,7 @@ def _shape_decoder(shape: Tuple[Any, ...]) -> Optional[Callable[[JSONDict], Opti
             value[name] = f"({{}} if {value[name]} is None else {value[name]})"
         else:
             value[name] = "{}"
-    args = ", ".join(value[n] for n in _SHAPE_FIELDS) + ", {}"
+    args = ", ".join(value[n] for n in _SHAPE_FIELDS) + ", {}, None"
     source_code = (
         "def decode(data):\n"
         f"    ({', '.join(var[key] for key in shape)},) = data.values()\n"
@@ -787,7 +798,6 @@ def event_from_message(message: ConversationMessage) -> ConversationMessageEvent
     hidden = _bool(extra.pop("hidden", False))
     address_id = _str_or_none(extra.pop("address_id", None))
     conversation_name = _str_or_none(extra.pop("conversation_name", None))
-    user_name = _str_or_none(extra.pop("user_name", None))
     return ConversationMessageEvent(
         **fields,
         extra=extra,
@@ -795,7 +805,6 @@ def event_from_message(message: ConversationMessage) -> ConversationMessageEvent
         recovered=True,
         address_id=address_id,
         conversation_name=conversation_name,
-        user_name=user_name,
     )
 
 

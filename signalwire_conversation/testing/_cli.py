@@ -53,10 +53,23 @@ def _describe(info: Any, out: TextIO) -> None:
         out.write("  no subscribers yet (use --seed demo or --subscriber NAME)\n")
     first = info["subscribers"][0]["token"] if info["subscribers"] else "<token>"
     out.write(
-        "\nPoint the SDK at it:\n"
+        "\nPoint the SDK at it with a subscriber token:\n"
         f"  SIGNALWIRE_TOKEN={first} SIGNALWIRE_BASE_URL={info['base_url']} "
         f"SIGNALWIRE_RELAY_URL={info['relay_url']}\n"
-        "Stop with Ctrl+C.\n"
+    )
+    _describe_project(info, out)
+    out.write("Stop with Ctrl+C.\n")
+
+
+def _describe_project(info: Any, out: TextIO) -> None:
+    """The project credentials, as lines to paste into a shell or a ``.env`` file."""
+    out.write(
+        "\nOr with the project credentials (Client.for_subscriber, SubscriberTokens); paste:\n"
+        f"SIGNALWIRE_PROJECT_ID={info['project_id']}\n"
+        f"SIGNALWIRE_API_TOKEN={info['api_token']}\n"
+        f"SIGNALWIRE_SPACE={info['space']}\n"
+        f"SIGNALWIRE_BASE_URL={info['base_url']}\n"
+        f"SIGNALWIRE_RELAY_URL={info['relay_url']}\n\n"
     )
 
 
