@@ -15,7 +15,7 @@ has expired (``422 token_expired``)::
 Wire facts the lifetimes rest on (SignalWire's REST reference): the mint answer carries no
 expiry, so a token lives until the ``expire_at`` sent with it, else the documented default of
 2 hours; a refreshed token lives 2 hours; an ``expire_at`` in the past is refused with 422, so
-it is sent again (on a later mint) only while it is still in the future. A token is renewed
+an ``expire_at`` is sent with one mint only, never again. A token is renewed
 ``refresh_margin`` seconds before that expiry (at most half its lifetime before), and a
 :class:`~signalwire_conversation.Client` whose token is refused (a 401) asks its
 :meth:`SubscriberTokens.source` again, which then renews at once.
@@ -214,8 +214,10 @@ class SubscriberTokens:
         refresh token, or it expired) a new mint. ``fields`` (``first_name``, ``last_name``,
         ``display_name``, ``expire_at``, ``application_id``, ... see :data:`SUBSCRIBER_FIELDS`)
         go into the mint request; they are remembered for later mints of this reference, and
-        passing new ones replaces them (they apply from the next mint). ``expire_at`` is epoch
-        seconds or a ``datetime``, and must be in the future.
+        passing new ones replaces them (they apply from the next mint). ``expire_at`` (epoch
+        seconds or a ``datetime``, in the future) sets the lifetime of the next minted token
+        only: it is never sent again, as renewed tokens live the server's default (2 hours)
+        and a past ``expire_at`` is refused.
 
         Raises:
             ValidationError: a bad reference or field (nothing is sent).
@@ -303,12 +305,10 @@ class SubscriberTokens:
                 self._entries.move_to_end(reference)
             return entry
 
-    def _renewed(self, reference: str, fields: Optional[Dict[str, Any]], stale: Optional[str]) -> str:
+    def _renewed(self, reference: str, stale: Optional[str]) -> str:
         """For :class:`_Source`: a token newer than ``stale`` (renewing unless one is cached)."""
         entry = self._entry(reference)
         with entry.lock:
-            if fields is not None and not entry.fields:
-                entry.fields = fields
             if entry.token is not None and entry.token != stale and time.monotonic() < entry.renew_at:
                 return entry.token
             return self._renew(reference, entry)
@@ -338,6 +338,7 @@ class SubscriberTokens:
         started = time.monotonic()
         answer = self._post("mint", PATH_MINT, body)
         self._store(entry, answer, PATH_MINT, started, lifetime)
+        entry.fields.pop("expire_at", None)  # for one mint: later tokens live the default
         assert entry.token is not None
         return entry.token
 
@@ -414,7 +415,7 @@ class _Source:
             fields = self._fields or {}
             token = self._tokens.token_for(self._reference, **fields)
         else:
-            token = self._tokens._renewed(self._reference, self._fields, stale=last)
+            token = self._tokens._renewed(self._reference, stale=last)
         with self._lock:
             self._last = token
         return token
