@@ -168,8 +168,10 @@ class Client:
         """
         if "token" in client_kwargs:
             raise ValidationError("token", "for_subscriber() gets its token from `tokens`; do not pass token=")
-        from .tokens import default_tokens
+        from .tokens import SubscriberTokens, default_tokens
 
+        if tokens is not None and not isinstance(tokens, SubscriberTokens):
+            raise ValidationError("tokens", f"must be a SubscriberTokens or None, got {type(tokens).__name__}")
         source = (tokens if tokens is not None else default_tokens()).source(reference)
         return cls(token=source, **client_kwargs)
 

@@ -423,7 +423,9 @@ class ConversationAPI:
         """Receive new messages live; returns a ``Subscription``.
 
         With ``callback``, it is called once per new message, in order, on the SDK's dispatcher
-        thread. Without one, iterate the subscription or call ``get(timeout=...)``.
+        thread; an event without ``user_name`` gets it from the address directory first (unless
+        the client has ``resolve_names=False``; a lookup, cached, may delay it by up to a few
+        seconds). Without one, iterate the subscription or call ``get(timeout=...)``.
         ``address_id`` keeps only the messages of that conversation (joined first when needed).
         Blocks until the websocket is connected and authenticated, at most ``timeout`` seconds
         (``float("inf")``: no bound, wait until connected, refused or closed); a bad or revoked

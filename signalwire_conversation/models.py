@@ -246,7 +246,8 @@ class ConversationMessageEvent(ConversationMessage):
 
     Adds to the message fields: ``hidden``, ``address_id``, ``conversation_name`` and
     ``is_author`` (``True`` when this subscriber sent it). ``user_name`` comes from the event
-    when the server sent it, else from the address directory as for stored messages. Messages
+    when the server sent it; else, for a callback subscription, from the address directory as
+    for stored messages (``client.names.fill(event)`` does it for any event). Messages
     recovered over REST after a reconnect carry what the REST API returns plus the looked-up
     ``user_name`` (``recovered`` is ``True``; ``conversation_name`` may be ``None``).
     """

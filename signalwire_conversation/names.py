@@ -11,7 +11,9 @@ its ``name``. Rules:
 - a failed lookup never fails the listing or the event: the name stays ``None``. An address
   the directory does not know (404) is remembered for the full ``ttl``; any other failure
   (timeout, 5xx, ...) for ``failure_ttl`` seconds (30), after which it is tried again. A lookup
-  is sent once, without the retries of the client's other reads;
+  is sent once, without the retries of the client's other reads, with a short timeout (3 s to
+  connect, 5 s to read): a hanging directory delays a page or a live event by seconds, not by
+  the client's full timeout;
 - a name the message or event already carries is kept.
 
 The :class:`~signalwire_conversation.Client` builds one per client (``resolve_names=False``
@@ -47,6 +49,8 @@ DEFAULT_NAME_TTL = 180.0
 DEFAULT_FAILURE_TTL = 30.0
 #: Addresses cached at most.
 DEFAULT_MAX_NAMES = 10_000
+#: ``(connect, read)`` seconds for one lookup.
+DEFAULT_LOOKUP_TIMEOUT = (3.0, 5.0)
 # A thread waiting for another thread's lookup of the same address gives up after this long.
 _WAIT_BOUND = 300.0
 
@@ -71,6 +75,7 @@ class NameResolver:
         ttl: seconds a name is kept.
         failure_ttl: seconds a failed lookup is remembered (``None`` as the name).
         max_entries: addresses cached at most.
+        timeout: ``(connect, read)`` seconds for one lookup.
         clock: the monotonic clock (tests pass a fake one).
     """
 
@@ -81,9 +86,11 @@ class NameResolver:
         ttl: float = DEFAULT_NAME_TTL,
         failure_ttl: float = DEFAULT_FAILURE_TTL,
         max_entries: int = DEFAULT_MAX_NAMES,
+        timeout: Tuple[float, float] = DEFAULT_LOOKUP_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._transport = transport
+        self.timeout = timeout
         self.ttl = float(ttl)
         self.failure_ttl = float(failure_ttl)
         self.max_entries = int(max_entries)
@@ -133,7 +140,9 @@ class NameResolver:
         with self._lock:
             self.stats["lookups"] += 1
         try:
-            body = self._transport.get(PATH_ADDRESS.format(quote(address_id, safe="")), max_retries=0)
+            body = self._transport.get(
+                PATH_ADDRESS.format(quote(address_id, safe="")), max_retries=0, timeout=self.timeout
+            )
         except NotFoundError:
             logger.info("no address %s in the directory; its messages show no sender name", address_id)
             return None, self.ttl

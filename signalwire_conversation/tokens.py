@@ -235,7 +235,8 @@ class SubscriberTokens:
             return self._renew(reference, entry)
 
     def source(self, reference: str, **fields: Any) -> TokenSourceCallable:
-        """The zero-argument callable ``Client(token=...)`` accepts, for ``reference``.
+        """The zero-argument callable ``Client(token=...)`` accepts, for ``reference``
+        (``fields``: as for :meth:`token_for`, used by its first call).
 
         Its first call returns :meth:`token_for`; every later call means "the token I have is
         not good enough" (the client got a 401, or its token is about to expire), so unless the

@@ -191,3 +191,15 @@ def test_fill_keeps_a_name_and_copies_otherwise(emu: Emulator, alice: Subscriber
     assert filled.user_name == "Bob" and bare.user_name is None and filled.id == "2"
     nobody = ConversationMessage(id="3")
     assert client.names.fill(nobody) is nobody
+
+
+def test_a_slow_directory_costs_the_lookup_timeout_not_the_client_timeout(
+    emu: Emulator, alice: Subscriber, bob: Subscriber, make_client: ClientFactory
+) -> None:
+    client = make_client(alice)
+    names = NameResolver(client._transport, timeout=(1.0, 0.3))
+    emu.latency = 1.0  # every answer waits 1 s: longer than the lookup may
+    started = time.monotonic()
+    assert names.name_of(bob.address_id) is None
+    assert time.monotonic() - started < 0.9  # 0.3 s + 5 ms slack of the total deadline
+    assert names.stats["failures"] == 1
