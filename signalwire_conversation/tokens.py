@@ -42,10 +42,13 @@ import requests
 from . import _logging
 from .config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, _checked_url, redact_token
 from .errors import (
+    APIConnectionError,
     APIError,
     AuthenticationError,
     ConfigurationError,
+    RateLimitError,
     ResponseValidationError,
+    ServerError,
     UnprocessableEntityError,
     ValidationError,
 )
@@ -75,6 +78,8 @@ DEFAULT_TOKEN_LIFETIME = 2 * 3600.0
 DEFAULT_REFRESH_MARGIN = 300.0
 #: References kept in the cache at most.
 DEFAULT_MAX_CACHED = 10_000
+# A token with less than this many seconds left is not handed out when its renewal failed.
+_STILL_VALID = 10.0
 
 #: The subscriber fields ``token_for`` accepts besides ``reference`` (the token request's body).
 SUBSCRIBER_FIELDS = frozenset({
@@ -211,7 +216,9 @@ class SubscriberTokens:
         """A valid SAT for the subscriber ``reference`` (created on its first mint).
 
         The cached token while it is fresh; else a renewal with the refresh token; else (no
-        refresh token, or it expired) a new mint. ``fields`` (``first_name``, ``last_name``,
+        refresh token, or it expired) a new mint. When a renewal ahead of expiry fails for a
+        passing reason (no connection, a 5xx, a 429), the current token is returned while it
+        has more than 10 seconds left, and the next call tries again. ``fields`` (``first_name``, ``last_name``,
         ``display_name``, ``expire_at``, ``application_id``, ... see :data:`SUBSCRIBER_FIELDS`)
         go into the mint request; they are remembered for later mints of this reference, and
         passing new ones replaces them (they apply from the next mint). ``expire_at`` (epoch
@@ -232,7 +239,19 @@ class SubscriberTokens:
                 entry.fields = checked
             if entry.token is not None and time.monotonic() < entry.renew_at:
                 return entry.token
-            return self._renew(reference, entry)
+            try:
+                return self._renew(reference, entry)
+            except (APIConnectionError, ServerError, RateLimitError) as exc:
+                left = entry.expires_at - time.monotonic()
+                if entry.token is None or left < _STILL_VALID:
+                    raise
+                # a renewal ahead of time that failed for a passing reason: the current token
+                # still works; the next call tries again
+                logger.warning(
+                    "renewing the token of %r failed (%s: %s); the current one is used, valid %.0f s more",
+                    reference, type(exc).__name__, exc, left,
+                )
+                return entry.token
 
     def source(self, reference: str, **fields: Any) -> TokenSourceCallable:
         """The zero-argument callable ``Client(token=...)`` accepts, for ``reference``
@@ -355,7 +374,8 @@ class SubscriberTokens:
         entry.renew_at = entry.expires_at - min(self.refresh_margin, lifetime / 2.0)
 
     def _post(self, kind: str, path: str, body: Dict[str, Any]) -> Any:
-        self.stats[kind] += 1
+        with self._lock:
+            self.stats[kind] += 1
         try:
             return self._transport.post(path, json_body=body)
         except AuthenticationError as exc:

@@ -17,6 +17,7 @@ from signalwire_conversation import (
     Client,
     ConfigurationError,
     PermissionDeniedError,
+    ServerError,
     SubscriberTokens,
     ValidationError,
 )
@@ -310,3 +311,23 @@ def test_fixture_shapes_are_what_the_emulator_answers(signalwire_emulator: Emula
     past = requests.post(emu.base_url + "/api/fabric/subscribers/tokens",
                          json={"reference": "z", "expire_at": int(time.time()) - 10}, auth=auth, timeout=5)
     assert past.status_code == 422 and past.json()["errors"][0]["attribute"] == "expire_at"
+
+
+def test_a_failed_renewal_ahead_of_time_keeps_the_current_token(
+    signalwire_emulator: Emulator, tokens: SubscriberTokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    emu = signalwire_emulator
+    first = tokens.token_for("alice")  # lives 2 hours
+    tokens._entries["alice"].renew_at = 0.0  # due for renewal now
+    emu.fail_next(500, method="POST", path=REFRESH)
+    with caplog.at_level(logging.WARNING, logger="signalwire_conversation.tokens"):
+        assert tokens.token_for("alice") == first  # still valid: used, not an error
+    assert "renewing the token of 'alice' failed" in caplog.text
+    second = tokens.token_for("alice")  # tried again, and renewed
+    assert second != first
+    assert [e["status"] for e in emu.request_log if e["path"].endswith("/refresh")] == [500, 201]
+    # an expired token is not handed out: the failure is raised
+    tokens._entries["alice"].renew_at = tokens._entries["alice"].expires_at = 0.0
+    emu.fail_next(500, method="POST", path=REFRESH)
+    with pytest.raises(ServerError):
+        tokens.token_for("alice")
