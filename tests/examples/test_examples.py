@@ -109,7 +109,7 @@ def test_the_example_test_suite_passes() -> None:
         env={k: v for k, v in os.environ.items() if not k.startswith("SIGNALWIRE_")},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "4 passed" in proc.stdout
+    assert "5 passed" in proc.stdout
 
 
 # -- the documentation's code blocks ---------------------------------------------------------
