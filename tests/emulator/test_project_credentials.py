@@ -11,7 +11,7 @@ from typing import Dict, List
 import pytest
 
 from signalwire_conversation import Client, SubscriberTokens
-from signalwire_conversation.testing import add_emulator_arguments, run_emulator
+from signalwire_conversation.testing import Emulator, add_emulator_arguments, run_emulator
 
 from waiting import wait_until
 
@@ -71,3 +71,30 @@ def test_fixed_project_credentials() -> None:
     finally:
         stop.set()
         t.join(10)
+
+
+def test_a_guest_sees_only_its_allowed_addresses(signalwire_emulator: Emulator) -> None:
+    import requests
+
+    emu = signalwire_emulator
+    support, other = emu.add_subscriber("support"), emu.add_subscriber("other")
+    auth = (emu.project_id, emu.api_token)
+    answer = requests.post(emu.base_url + "/api/fabric/guests/tokens",
+                           json={"allowed_addresses": [support.address_id]}, auth=auth, timeout=5)
+    assert answer.status_code == 201
+    bearer = {"Authorization": f"Bearer {answer.json()['token']}"}
+
+    def get(path: str) -> "requests.Response":
+        return requests.get(emu.base_url + path, headers=bearer, timeout=5)
+
+    assert get(f"/api/fabric/addresses/{support.address_id}").json()["display_name"] == "Support"
+    assert get(f"/api/fabric/addresses/{other.address_id}").status_code == 403
+    listed = {a["id"] for a in get("/api/fabric/addresses").json()["data"]}
+    me = get("/api/fabric/subscriber/info").json()["fabric_addresses"][0]["id"]
+    assert listed == {support.address_id, me}
+    join = requests.post(emu.base_url + "/api/fabric/conversations/join", headers=bearer, timeout=5,
+                         json={"fabric_address_ids": [other.address_id]})
+    assert join.status_code == 403
+    unknown = requests.post(emu.base_url + "/api/fabric/guests/tokens",
+                            json={"allowed_addresses": ["nope"]}, auth=auth, timeout=5)
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["attribute"] == "allowed_addresses"
