@@ -44,6 +44,8 @@ from .models import (
     SubscriberInfo,
 )
 from .pagination import Page
+from .subscriber_clients import SubscriberClients
+from .tokens import SubscriberTokens
 
 if _typing.TYPE_CHECKING:
     from .realtime import ConnectionState, Subscription
@@ -74,6 +76,8 @@ def __dir__() -> "list[str]":
 __all__ = [
     "__version__",
     "Client",
+    "SubscriberTokens",
+    "SubscriberClients",
     "ConversationAPI",
     "Page",
     "Subscription",

@@ -24,11 +24,13 @@ from .config import (
 )
 from .conversation import ConversationAPI
 from .errors import SignalWireError, ValidationError
+from .names import NameResolver
 from .transport import TimeoutArg, Transport
 from .models import ConversationMessageEvent, event_from_message
 
 if TYPE_CHECKING:
     from .realtime import ConnectionState, Listener
+    from .tokens import SubscriberTokens
 
 __all__ = ["Client"]
 
@@ -66,6 +68,9 @@ class Client:
         listener_options: extra keyword arguments for the realtime listener (ping watchdog,
             backoff, queue size; see ``docs/realtime.md``). Checked here: an unknown name or a
             bad value raises at construction, not at the first ``subscribe()``.
+        resolve_names: fill ``user_name`` of listed messages and of live events delivered to a
+            callback from the address directory (cached 3 minutes; see
+            :mod:`signalwire_conversation.names`). ``False`` sends no lookups.
 
     Raises:
         ValidationError: an argument of the wrong type or value (naming it).
@@ -86,8 +91,13 @@ class Client:
         on_error: Optional[ErrorHook] = None,
         on_state_change: Optional[StateHook] = None,
         listener_options: Optional[Mapping[str, Any]] = None,
+        resolve_names: bool = True,
     ) -> None:
         _check_hook(on_error, "on_error")
+        if not isinstance(resolve_names, bool):
+            raise ValidationError(
+                "resolve_names", f"must be True or False, got {type(resolve_names).__name__} {resolve_names!r}"
+            )
         _check_hook(on_state_change, "on_state_change")
         _check_verify(verify)
         if session is not None and not isinstance(session, requests.Session):
@@ -133,8 +143,37 @@ class Client:
         self._lock = threading.Lock()
         self._listener: Optional[Listener] = None
         self._closed = False
+        #: The sender-name resolver (``names.fill(message_or_event)``), ``None`` with
+        #: ``resolve_names=False``.
+        self.names: Optional[NameResolver] = NameResolver(self._transport) if resolve_names else None
         #: The Conversation API (``get_conversations``, ``send_message``, ``subscribe``...).
-        self.conversation = ConversationAPI(self._transport, listener=self._get_listener)
+        self.conversation = ConversationAPI(self._transport, listener=self._get_listener, names=self.names)
+
+    @classmethod
+    def for_subscriber(
+        cls, reference: str, *, tokens: Optional["SubscriberTokens"] = None, **client_kwargs: Any
+    ) -> "Client":
+        """A client acting as the subscriber ``reference``, from the project credentials.
+
+        Its token is ``tokens.source(reference)``: minted on first use (the subscriber is
+        created if new), cached, renewed before it expires and after a 401, also while the
+        realtime listener runs. ``tokens`` defaults to one :class:`~signalwire_conversation.SubscriberTokens`
+        per process built from ``SIGNALWIRE_PROJECT_ID``, ``SIGNALWIRE_API_TOKEN`` and
+        ``SIGNALWIRE_SPACE``. ``client_kwargs`` go to :class:`Client` (``base_url``,
+        ``session``, ``resolve_names``...); not ``token``.
+
+        Raises:
+            ConfigurationError: no project credentials.
+            AuthenticationError: the project credentials were refused.
+        """
+        if "token" in client_kwargs:
+            raise ValidationError("token", "for_subscriber() gets its token from `tokens`; do not pass token=")
+        from .tokens import SubscriberTokens, default_tokens
+
+        if tokens is not None and not isinstance(tokens, SubscriberTokens):
+            raise ValidationError("tokens", f"must be a SubscriberTokens or None, got {type(tokens).__name__}")
+        source = (tokens if tokens is not None else default_tokens()).source(reference)
+        return cls(token=source, **client_kwargs)
 
     # -- realtime ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import threading
 from typing import Any, Callable, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, SignalWireError
 
 __all__ = [
     "TokenSource",
@@ -117,6 +117,8 @@ class TokenProvider:
     def _call(factory: Callable[[], str]) -> Any:
         try:
             return factory()
+        except SignalWireError:
+            raise  # the SDK's own (say, SubscriberTokens refused): already says what went wrong
         except Exception as exc:  # the user's code: say where it came from
             from ._logging import redact  # the user's message may quote a token
 

@@ -42,6 +42,7 @@ from .models import (
 from .pagination import Page, _Chain
 
 if TYPE_CHECKING:
+    from .names import NameResolver
     from .realtime import Listener, Subscription
 
 __all__ = ["ConversationAPI", "TimeArg", "CallTimeout"]
@@ -197,10 +198,15 @@ class ConversationAPI:
     """
 
     def __init__(
-        self, transport: Transport, *, listener: Optional[Callable[[], "Listener"]] = None
+        self,
+        transport: Transport,
+        *,
+        listener: Optional[Callable[[], "Listener"]] = None,
+        names: Optional["NameResolver"] = None,
     ) -> None:
         self._transport = transport
         self._listener = listener
+        self._names = names
         self._lock = threading.Lock()
         self._info: Optional[SubscriberInfo] = None
         self._info_lock = threading.Lock()
@@ -349,10 +355,17 @@ class ConversationAPI:
             params["since"] = _wire_time(since_)
         if until_ is not None:
             params["until"] = _wire_time(until_)
+        names = self._names
+        decode_all: Callable[[Any], "list[ConversationMessage]"] = decode_messages
+        if names is not None:
+            # each page's senders are looked up once (cached across pages and listings)
+            def decode_all(items: Any) -> "list[ConversationMessage]":
+                return names.fill_page(decode_messages(items))
+
         return _Chain(
             fetch=self._fetcher(timeout_),
             decode=decode_message,
-            decode_all=decode_messages,
+            decode_all=decode_all,
             url_of=self._transport.url_for,
             params=params,
             limit=limit_,
@@ -422,7 +435,9 @@ class ConversationAPI:
         """Receive new messages live; returns a ``Subscription``.
 
         With ``callback``, it is called once per new message, in order, on the SDK's dispatcher
-        thread. Without one, iterate the subscription or call ``get(timeout=...)``.
+        thread; an event without ``user_name`` gets it from the address directory first (unless
+        the client has ``resolve_names=False``; a lookup, cached, may delay it by up to a few
+        seconds). Without one, iterate the subscription or call ``get(timeout=...)``.
         ``address_id`` keeps only the messages of that conversation (joined first when needed).
         Blocks until the websocket is connected and authenticated, at most ``timeout`` seconds
         (``float("inf")``: no bound, wait until connected, refused or closed); a bad or revoked
@@ -436,8 +451,23 @@ class ConversationAPI:
             group = self._group_id(_check_address(address_id))
         if self._listener is None:
             raise ConfigurationError("this ConversationAPI has no realtime listener (build it through Client)")
+        if callback is not None and self._names is not None:
+            callback = _with_names(callback, self._names)
         listener = self._listener()
         return listener.subscribe(callback, group_id=group, timeout=timeout_)
 
     def __repr__(self) -> str:
         return f"ConversationAPI(base_url={self._transport.base_url!r})"
+
+
+def _with_names(
+    callback: Callable[[ConversationMessageEvent], Any], names: "NameResolver"
+) -> Callable[[ConversationMessageEvent], Any]:
+    """``callback`` receiving events whose missing ``user_name`` was looked up first."""
+    fill = names.fill
+
+    def named(event: ConversationMessageEvent) -> Any:
+        return callback(fill(event))
+
+    named.__wrapped__ = callback  # type: ignore[attr-defined]
+    return named

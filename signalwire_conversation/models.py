@@ -234,6 +234,10 @@ class ConversationMessage(_Model):
     ``from_fabric_address_id``). Chat messages have ``subtype == "chat"``; call history has
     ``subtype == "log"`` with ``kind`` (e.g. ``"call_started"``) and ``details``. ``id`` is
     ``None`` only when the server sent none.
+
+    ``user_name`` is the sender's name: the ``display_name`` (else ``name``) of the address
+    ``user_id`` in the address directory, looked up by the client (cached for a few minutes);
+    ``None`` when the lookup failed or the client was made with ``resolve_names=False``.
     """
 
     id: Optional[str] = None
@@ -247,6 +251,7 @@ class ConversationMessage(_Model):
     text: Optional[str] = None
     metadata: Mapping[str, Any] = attrs.field(factory=dict, repr=_safe_repr)
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    user_name: Optional[str] = None
 
     @property
     def datetime(self) -> Optional[_dt.datetime]:
@@ -258,16 +263,17 @@ class ConversationMessage(_Model):
 class ConversationMessageEvent(ConversationMessage):
     """A new message delivered live by a subscription (or recovered by gap fill).
 
-    Adds to the message fields: ``hidden``, ``address_id``, ``conversation_name``,
-    ``user_name`` and ``is_author`` (``True`` when this subscriber sent it). Messages recovered
-    over REST after a reconnect carry only what the REST API returns (``recovered`` is
-    ``True``; the names may be ``None``).
+    Adds to the message fields: ``hidden``, ``address_id``, ``conversation_name`` and
+    ``is_author`` (``True`` when this subscriber sent it). ``user_name`` comes from the event
+    when the server sent it; else, for a callback subscription, from the address directory as
+    for stored messages (``client.names.fill(event)`` does it for any event). Messages
+    recovered over REST after a reconnect carry what the REST API returns plus the looked-up
+    ``user_name`` (``recovered`` is ``True``; ``conversation_name`` may be ``None``).
     """
 
     hidden: bool = False
     address_id: Optional[str] = None
     conversation_name: Optional[str] = None
-    user_name: Optional[str] = None
     is_author: Optional[bool] = None
     recovered: bool = False
 
@@ -721,6 +727,9 @@ _shape_caches: Dict[type, Dict[Tuple[Any, ...], _Decoder]] = {
     ConversationMessage: _message_shapes,
     ConversationMessageEvent: _event_shapes,
 }
+# Sets ``user_name`` on a model just built and not yet handed out (the name fill of a page,
+# ``names.py``), as the decoders above set every slot.
+_set_user_name: Callable[[ConversationMessage, Optional[str]], None] = ConversationMessage.__dict__["user_name"].__set__
 
 
 def decode_conversation(data: Any) -> Conversation:
@@ -803,7 +812,6 @@ def event_from_message(message: ConversationMessage) -> ConversationMessageEvent
     hidden = _bool(extra.pop("hidden", False))
     address_id = _str_or_none(extra.pop("address_id", None))
     conversation_name = _str_or_none(extra.pop("conversation_name", None))
-    user_name = _str_or_none(extra.pop("user_name", None))
     return ConversationMessageEvent(
         **fields,
         extra=extra,
@@ -811,7 +819,6 @@ def event_from_message(message: ConversationMessage) -> ConversationMessageEvent
         recovered=True,
         address_id=address_id,
         conversation_name=conversation_name,
-        user_name=user_name,
     )
 
 

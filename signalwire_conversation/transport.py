@@ -63,7 +63,7 @@ import random
 import socket
 import threading
 import time
-from typing import Any, Mapping, MutableMapping, Optional, Tuple, Union
+from typing import Any, Mapping, MutableMapping, Optional, Protocol, Tuple, Union
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
@@ -77,7 +77,6 @@ from ._version import __version__
 from .config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
-    TokenProvider,
     is_loopback_host,
     normalize_timeout,
 )
@@ -97,9 +96,11 @@ from .errors import (
 )
 
 __all__ = [
+    "Credentials",
     "NOT_GIVEN",
     "NotGiven",
     "Transport",
+    "new_session",
     "should_retry_status",
     "classify_exception",
     "parse_retry_after",
@@ -525,6 +526,17 @@ class _DeadlineAdapter(HTTPAdapter):
         return manager
 
 
+def new_session(*, pool_connections: int = 4, pool_maxsize: int = 32) -> requests.Session:
+    """A ``requests.Session`` as the SDK makes its own: connections that honour the per-attempt
+    total deadline, ``pool_maxsize`` connections kept per host (room for many threads sharing
+    one client without "pool is full" churn) for up to ``pool_connections`` hosts."""
+    session = requests.Session()
+    adapter = _DeadlineAdapter(pool_connections=pool_connections, pool_maxsize=pool_maxsize)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 def _passed(deadline: Optional[float]) -> bool:
     # a few ms of slack: the socket timeout that fired was armed with the time left
     return deadline is not None and time.monotonic() >= deadline - 0.005
@@ -549,6 +561,19 @@ def _deadline_error(method: str, url: str, budget: float) -> APITimeoutError:
 # ---------------------------------------------------------------------------------------------
 
 
+class Credentials(Protocol):
+    """What the transport needs from its credential: :class:`~signalwire_conversation.config.TokenProvider`
+    (a SAT, sent as ``Bearer``) or the project credentials of
+    :class:`~signalwire_conversation.SubscriberTokens` (sent as ``Basic``)."""
+
+    @property
+    def refreshable(self) -> bool: ...
+
+    def get(self) -> str: ...
+
+    def refresh(self, stale: Optional[str] = None) -> str: ...
+
+
 class _BrokenBody(Exception):
     """Internal: reading a response body failed; carries the SDK error and the retry verdict."""
 
@@ -569,7 +594,7 @@ class Transport:
         self,
         *,
         base_url: str,
-        tokens: TokenProvider,
+        tokens: Credentials,
         timeout: TimeoutArg = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         session: Optional[requests.Session] = None,
@@ -578,9 +603,11 @@ class Transport:
         retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
         backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
+        auth_scheme: str = "Bearer",
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self._tokens = tokens
+        self._auth_scheme = auth_scheme
         self.timeout = resolve_timeout(timeout)
         self.max_retries = resolve_max_retries(max_retries)
         self.verify = verify
@@ -590,11 +617,7 @@ class Transport:
         self.backoff_max = backoff_max
         self._owns_session = session is None
         if session is None:
-            session = requests.Session()
-            # Room for many threads sharing one client without "pool is full" churn.
-            adapter = _DeadlineAdapter(pool_connections=4, pool_maxsize=32)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
+            session = new_session()
         self._session = session
         self._user_agent = user_agent()
         self._closed = threading.Event()
@@ -797,7 +820,7 @@ class Transport:
 
     def _headers(self, token: str, *, has_body: bool) -> MutableMapping[str, str]:
         headers = {
-            "Authorization": f"Bearer {token}",
+            "Authorization": f"{self._auth_scheme} {token}",
             "Accept": "application/json",
             "User-Agent": self._user_agent,
         }

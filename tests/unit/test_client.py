@@ -139,6 +139,10 @@ def test_listener_built_lazily_once_with_the_seam_arguments() -> None:
     assert kw["on_error"] is on_error and kw["on_state_change"] is on_state
     assert kw["verify"] == "/ca.pem" and kw["ping_timeout"] == 7.0
     assert callable(kw["fetch_missed"])
+    # a callback is wrapped to get sender names filled in (resolve_names=True, the default)
+    wrapped = listener.subscribed[1]["callback"]
+    assert wrapped.__wrapped__ is print
+    listener.subscribed[1]["callback"] = print
     assert listener.subscribed == [
         {"callback": None, "group_id": None, "timeout": 15.0},
         {"callback": print, "group_id": None, "timeout": 15.0},
@@ -241,6 +245,7 @@ def test_public_names() -> None:
     assert sorted(signalwire_conversation.__all__) == sorted([
         "__version__",
         "Client", "ConversationAPI", "Page", "Subscription", "ConnectionState",
+        "SubscriberTokens", "SubscriberClients",
         "Conversation", "ConversationMessage", "ConversationMessageEvent",
         "JoinResult", "SentMessage", "SubscriberInfo",
         "SignalWireError", "ConfigurationError", "ValidationError", "APIError",
