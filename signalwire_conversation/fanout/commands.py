@@ -13,7 +13,7 @@ import threading
 from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, TextIO
 
-# The shared command-line helpers (cli.py imports only the standard library and errors at
+# The shared command-line helpers (the cli package imports only the standard library and errors at
 # module level, and this package only when a delegated command runs: no cycle).
 from ..cli import (
     EXIT_FAILURE,

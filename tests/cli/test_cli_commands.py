@@ -139,8 +139,8 @@ def test_server_error_after_retries(world: World, capsys: pytest.CaptureFixture[
 
 
 def test_progress_on_a_terminal_only(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli._Progress, "DELAY", 0.0)
-    monkeypatch.setattr(cli._Progress, "INTERVAL", 0.0)
+    monkeypatch.setattr(cli._output._Progress, "DELAY", 0.0)
+    monkeypatch.setattr(cli._output._Progress, "INTERVAL", 0.0)
 
     class TTY(io.StringIO):
         def isatty(self) -> bool:

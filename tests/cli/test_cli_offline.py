@@ -124,7 +124,7 @@ def test_global_options_before_or_after_the_command(closed_port: int, capsys: py
 
 def test_missing_extra_prints_the_pip_line() -> None:
     with pytest.raises(cli.CLIError) as info:
-        cli._import_optional("a_module_that_does_not_exist_xyz", "emulator", "emulator")
+        cli.extras._import_optional("a_module_that_does_not_exist_xyz", "emulator", "emulator")
     assert 'pip install "signalwire-conversation[emulator]"' in info.value.message
     assert info.value.code == 2
 

@@ -1,0 +1,148 @@
+"""The request/response commands: ``whoami``, ``conversations``, ``messages``, ``send``, ``join``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, Dict
+
+from ._args import _json_object, client_from_args, parse_time, positive_int
+from ._errors import EXIT_OK, UsageError
+from ._output import _collect, _message_row, _one_line, _Output, local_time
+
+__all__ = ["add_commands", "COMMANDS"]
+
+
+def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add this module's commands; ``command(name, help, description=None)`` makes a parser."""
+    command("whoami", "show the subscriber the token belongs to and its address")
+
+    p = command("conversations", "list the conversations of the token's subscriber")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="show at most N conversations")
+    p.add_argument("--page-size", type=positive_int, metavar="N", help="items per request")
+
+    p = command(
+        "messages",
+        "show stored messages, newest first",
+        "Show the stored messages of one conversation (ADDRESS_ID is the other party's address)"
+        " or, without ADDRESS_ID, of every conversation. Newest first.",
+    )
+    p.add_argument("address_id", nargs="?", metavar="ADDRESS_ID", help="the conversation's address")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="show at most N messages")
+    p.add_argument("--since", type=parse_time, metavar="T", help="only messages at or after T")
+    p.add_argument("--until", type=parse_time, metavar="T", help="only messages at or before T")
+    p.add_argument("--page-size", type=positive_int, metavar="N", help="items per request")
+
+    p = command("send", "send a text message to an address")
+    p.add_argument("address_id", metavar="ADDRESS_ID", help="the address to send to")
+    p.add_argument("text", metavar="TEXT", help="the message text")
+    p.add_argument("--metadata", type=_json_object, metavar="JSON", help="a JSON object")
+    p.add_argument("--details", type=_json_object, metavar="JSON", help="a JSON object")
+
+    p = command("join", "join the conversation with an address and show its id and members")
+    p.add_argument("address_id", metavar="ADDRESS_ID")
+
+
+def cmd_whoami(args: argparse.Namespace, out: _Output) -> int:
+    with client_from_args(args) as client:
+        info = client.conversation.get_subscriber_info()
+    if out.as_json:
+        out.json(info.to_dict())
+    else:
+        out.table(
+            ["FIELD", "VALUE"],
+            [
+                ["subscriber id", info.id or "-"],
+                ["name", info.display_name or "-"],
+                ["address ids", ", ".join(info.address_ids) or "-"],
+            ],
+        )
+    return EXIT_OK
+
+
+def cmd_conversations(args: argparse.Namespace, out: _Output) -> int:
+    with client_from_args(args) as client:
+        page = client.conversation.get_conversations(page_size=args.page_size)
+        items = _collect(page, args.limit, out.progress("conversations"))
+        if out.as_json:
+            for conversation in items:
+                out.json(conversation.to_dict())
+            return EXIT_OK
+        rows = [
+            [
+                _one_line(c.name) or "-",
+                c.id,
+                local_time(c.last_message_datetime),
+                local_time(c.created_datetime),
+            ]
+            for c in items
+        ]
+    if not rows:
+        out.line("no conversations")
+        return EXIT_OK
+    out.table(["NAME", "ID", "LAST MESSAGE", "CREATED"], rows)
+    return EXIT_OK
+
+
+def cmd_messages(args: argparse.Namespace, out: _Output) -> int:
+    filters: Dict[str, Any] = {
+        "limit": args.limit,
+        "since": args.since,
+        "until": args.until,
+        "page_size": args.page_size,
+    }
+    if args.since is not None and args.until is not None and args.since > args.until:
+        raise UsageError("--since is later than --until")
+    with client_from_args(args) as client:
+        api = client.conversation
+        if args.address_id:
+            page = api.get_conversation_messages(args.address_id, **filters)
+        else:
+            page = api.get_messages(**filters)
+        items = _collect(page, args.limit, out.progress("messages"))
+        if out.as_json:
+            for message in items:
+                out.json(message.to_dict())
+            return EXIT_OK
+        with_conversation = not args.address_id
+        rows = [_message_row(m, with_conversation=with_conversation) for m in items]
+    if not rows:
+        out.line("no messages")
+        return EXIT_OK
+    headers = ["TIME"] + (["CONVERSATION"] if with_conversation else []) + ["FROM", "TEXT"]
+    out.table(headers, rows)
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace, out: _Output) -> int:
+    with client_from_args(args) as client:
+        sent = client.conversation.send_message(
+            args.address_id, args.text, metadata=args.metadata, details=args.details
+        )
+    if out.as_json:
+        out.json(sent.to_dict())
+    else:
+        where = f" in conversation {sent.conversation_id}" if sent.conversation_id else ""
+        out.line(f"sent message {sent.id or '(no id returned)'} to {args.address_id}{where}")
+    return EXIT_OK
+
+
+def cmd_join(args: argparse.Namespace, out: _Output) -> int:
+    with client_from_args(args) as client:
+        result = client.conversation.join(args.address_id)
+    if out.as_json:
+        out.json(result.to_dict())
+    else:
+        out.table(
+            ["FIELD", "VALUE"],
+            [["conversation (group) id", result.group_id], ["members", ", ".join(result.address_ids) or "-"]],
+        )
+    return EXIT_OK
+
+
+COMMANDS: Dict[str, Callable[[argparse.Namespace, _Output], int]] = {
+    "whoami": cmd_whoami,
+    "conversations": cmd_conversations,
+    "messages": cmd_messages,
+    "send": cmd_send,
+    "join": cmd_join,
+}
