@@ -17,7 +17,8 @@ traceback of an unexpected error.
 The commands that need an optional extra (``emulator``, ``relay``, ``consume``, ``demo``) import
 it only when they run, so ``--help`` and the plain API commands stay light.
 
-The package has a module per job: :mod:`._args` (argument types, connection options),
+The package has a module per job: :mod:`._args` (argument types), :mod:`._client` (the connection options and the
+``Client`` they make), :mod:`._connection` (a failed connection in one line),
 :mod:`._parser` (the parser), :mod:`._output` (tables, JSON lines, progress),
 :mod:`._errors` (exit codes and error lines), :mod:`.rest` (``whoami``, ``conversations``,
 ``messages``, ``send``, ``join``), :mod:`.tail`, :mod:`.extras` (``demo`` and the commands of
@@ -26,15 +27,8 @@ optional subpackages) and :mod:`._main` (the entry point).
 
 from __future__ import annotations
 
-from ._args import (
-    add_connection_arguments,
-    client_from_args,
-    non_negative_int,
-    parse_time,
-    positive_int,
-    positive_seconds,
-    token_from_args,
-)
+from ._args import non_negative_int, parse_time, positive_int, positive_seconds
+from ._client import add_connection_arguments, client_from_args, token_from_args
 from ._errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, CLIError, UsageError
 from ._main import main
 from ._output import format_event, format_table, local_time

@@ -1,34 +1,51 @@
-"""The parser class, the argument types and the connection options every command shares
-(also used by the commands of optional subpackages: ``fanout``'s ``relay`` and ``consume``)."""
+"""The parser class and the argument types (also used by the commands of optional subpackages:
+``fanout``'s ``relay`` and ``consume``)."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
 import json
-import os
 import re
+import textwrap
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, NoReturn, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
-from ._errors import PROG, UsageError
+from ._errors import UsageError
 
-if TYPE_CHECKING:  # pragma: no cover - imported lazily at run time
-    from ..client import Client
+__all__ = ["parse_time", "non_negative_int", "positive_int", "positive_seconds"]
 
-__all__ = [
-    "parse_time",
-    "non_negative_int",
-    "positive_int",
-    "positive_seconds",
-    "add_connection_arguments",
-    "token_from_args",
-    "client_from_args",
-]
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps the description and the epilog to the terminal, paragraph by paragraph (a blank
+    line separates paragraphs; a line that starts with spaces is kept as written)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        blocks: List[str] = []
+        for paragraph in text.strip("\n").split("\n\n"):
+            lines = paragraph.splitlines()
+            if any(line.startswith(" ") for line in lines):
+                blocks.append("\n".join(indent + line for line in lines))
+            else:
+                blocks.append(
+                    textwrap.fill(
+                        " ".join(paragraph.split()),
+                        width,
+                        initial_indent=indent,
+                        subsequent_indent=indent,
+                        break_on_hyphens=False,
+                    )
+                )
+        return "\n\n".join(blocks)
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line, raised instead of exiting."""
+    """An ``ArgumentParser`` whose errors are one line, raised instead of exiting, and whose
+    help is wrapped to the terminal (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
@@ -88,9 +105,12 @@ def non_negative_int(value: str) -> int:
 
 def positive_int(value: str) -> int:
     """An argparse ``type``: a whole number, 1 or more."""
-    number = non_negative_int(value)
-    if number == 0:
-        raise argparse.ArgumentTypeError("must be 1 or more, got 0")
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
     return number
 
 
@@ -113,70 +133,3 @@ def _json_object(value: str) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise argparse.ArgumentTypeError(f"must be a JSON object, got {value!r}")
     return data
-
-
-def add_connection_arguments(
-    parser: "argparse._ActionsContainer",
-    *,
-    suppress_defaults: bool = False,
-    token_help: str = "subscriber access token (default: $SIGNALWIRE_TOKEN)",
-) -> None:
-    """``--token``, ``--base-url`` and ``--relay-url`` (read back by :func:`client_from_args`),
-    on a parser or an argument group; also used by the commands of optional subpackages.
-
-    ``suppress_defaults``: leave an option out of the namespace unless given (subcommands, so
-    a value given before the command name is not overwritten).
-    """
-    default = argparse.SUPPRESS if suppress_defaults else None
-    parser.add_argument("--token", default=default, metavar="TOKEN", help=token_help)
-    parser.add_argument(
-        "--base-url",
-        default=default,
-        metavar="URL",
-        help="REST base URL (default: from the token, or $SIGNALWIRE_BASE_URL)",
-    )
-    parser.add_argument(
-        "--relay-url",
-        default=default,
-        metavar="URL",
-        help="websocket URL (default: from --base-url or the token, or $SIGNALWIRE_RELAY_URL)",
-    )
-
-
-def token_from_args(args: argparse.Namespace, *, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """The token of :func:`add_connection_arguments`' ``--token``, else ``$SIGNALWIRE_TOKEN``."""
-    env = os.environ if environ is None else environ
-    return getattr(args, "token", None) or env.get("SIGNALWIRE_TOKEN") or None
-
-
-def client_from_args(
-    args: argparse.Namespace,
-    *,
-    environ: Optional[Mapping[str, str]] = None,
-    on_state_change: Optional[Callable[[Any], None]] = None,
-) -> "Client":
-    """A :class:`~signalwire_conversation.Client` from the options of
-    :func:`add_connection_arguments` (and ``--timeout`` / ``--max-retries`` when the parser has
-    them). No token: :class:`UsageError`."""
-    token = token_from_args(args, environ=environ)
-    if not token:
-        raise UsageError(
-            "no token: pass --token or set SIGNALWIRE_TOKEN to a subscriber access token "
-            f"(or try '{PROG} demo', which needs none)"
-        )
-    from ..client import Client
-
-    options: Dict[str, Any] = {}
-    if getattr(args, "timeout", None) is not None:
-        options["timeout"] = args.timeout
-    if getattr(args, "max_retries", None) is not None:
-        options["max_retries"] = args.max_retries
-    if on_state_change is not None:
-        options["on_state_change"] = on_state_change
-    return Client(
-        token=token,
-        base_url=getattr(args, "base_url", None),
-        relay_url=getattr(args, "relay_url", None),
-        **options,
-    )
-

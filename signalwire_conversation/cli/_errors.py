@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
+from ._connection import connection_line
 from ..errors import (
     APIConnectionError,
     AuthenticationError,
@@ -55,8 +56,8 @@ def error_line(exc: BaseException) -> Tuple[str, int]:
         return exc.message, exc.code
     if isinstance(exc, AuthenticationError):
         return (
-            f"authentication failed: {exc} (check --token or SIGNALWIRE_TOKEN: the token may be "
-            "wrong, expired or revoked)",
+            f"authentication failed: {exc} (check the token of --token-file, --token or "
+            "SIGNALWIRE_TOKEN: it may be wrong, expired or revoked)",
             EXIT_FAILURE,
         )
     if isinstance(exc, PermissionDeniedError):
@@ -64,7 +65,7 @@ def error_line(exc: BaseException) -> Tuple[str, int]:
     if isinstance(exc, NotFoundError):
         return f"not found: {exc}", EXIT_FAILURE
     if isinstance(exc, APIConnectionError):
-        return f"cannot reach the server: {exc}", EXIT_FAILURE
+        return connection_line(exc), EXIT_FAILURE
     if isinstance(exc, (ValidationError, ConfigurationError)):
         return str(exc), EXIT_USAGE
     return str(exc) or type(exc).__name__, EXIT_FAILURE

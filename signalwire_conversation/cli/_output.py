@@ -1,5 +1,5 @@
-"""Where and how commands write: tables with local times on stdout, JSON lines for ``--json``,
-progress and notes on stderr."""
+"""Where and how commands write: tables with local times (with their UTC offset) on stdout,
+JSON lines for ``--json``, progress and notes on stderr."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ __all__ = ["local_time", "format_table", "format_event"]
 
 
 def local_time(value: Optional[_dt.datetime]) -> str:
-    """A readable local time (``2024-05-01 14:00:00``), or ``-`` for none."""
+    """A readable local time with its UTC offset (``2024-05-01 14:00:00+02:00``), or ``-``."""
     if value is None:
         return "-"
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return value.astimezone().replace(microsecond=0).isoformat(sep=" ")
 
 
 def _one_line(text: Optional[str]) -> str:
@@ -138,8 +138,13 @@ def _message_row(message: Any, *, with_conversation: bool) -> List[str]:
     row = [local_time(message.datetime)]
     if with_conversation:
         row.append(message.conversation_id or "-")
-    row += [message.user_id or "-", _message_text(message)]
+    row += [sender(message), _message_text(message)]
     return row
+
+
+def sender(message: Any) -> str:
+    """Who sent ``message``: the sender's name when known, else the address id."""
+    return _one_line(getattr(message, "user_name", None)) or message.user_id or "-"
 
 
 def format_event(event: Any, names: Optional[Dict[str, str]] = None) -> str:

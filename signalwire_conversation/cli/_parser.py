@@ -8,18 +8,21 @@ from typing import Any, Optional
 
 from .._version import __version__
 from . import extras, rest, tail
-from ._args import _Parser, add_connection_arguments, non_negative_int, positive_seconds
+from ._args import _Parser, non_negative_int, positive_seconds
+from ._client import add_connection_arguments
 from ._errors import PROG
 
 __all__ = ["build_parser"]
 
 _EPILOG = """\
-Token: --token or the SIGNALWIRE_TOKEN environment variable (a subscriber access token).
-Hosts come from the token; --base-url / --relay-url (or SIGNALWIRE_BASE_URL /
+Token: --token-file PATH or the SIGNALWIRE_TOKEN environment variable (a subscriber access
+token). --token TOKEN works too, with a warning: a command line shows in ps and in the shell's
+history. Hosts come from the token; --base-url / --relay-url (or SIGNALWIRE_BASE_URL /
 SIGNALWIRE_RELAY_URL) override them, e.g. for the local emulator.
 
 Times (--since, --until): epoch seconds, ISO 8601 (2024-05-01T12:00:00Z; local time without
-an offset) or a duration meaning that long ago (90s, 15m, 2h, 7d).
+an offset) or a duration meaning that long ago (90s, 15m, 2h, 7d). Printed times are local,
+with their UTC offset (2024-05-01 14:00:00+02:00); --json adds ISO 8601 times in UTC.
 
 Exit status: 0 success, 1 the server or the network failed, 2 bad usage or configuration,
 130 interrupted. New here? Run: signalwire-conversation demo
@@ -43,7 +46,8 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         type=positive_seconds,
         default=default(None),
         metavar="SECONDS",
-        help="per-request timeout in seconds (default: the SDK's, 5 s connect / 30 s read)",
+        help="per-request timeout in seconds (default: the SDK's, 5 s connect / 30 s read); "
+        "tail also waits this long for its live connection (default: 15 s)",
     )
     group.add_argument(
         "--max-retries",
@@ -62,7 +66,9 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--debug",
         action="store_true",
         default=default(False),
-        help="show the SDK's logs on stderr (tokens redacted) and tracebacks",
+        help="show the SDK's log on stderr: every request and response with the start of its "
+        "body (message texts and subscriber details included; tokens redacted), retries, "
+        "connection states, and the traceback of an unexpected error",
     )
 
 
@@ -73,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Talk to the SignalWire Conversation API from a terminal.",
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_common(parser, top=True)
@@ -85,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=help_text,
             description=description or help_text[:1].upper() + help_text[1:] + ".",
             epilog=_EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+            )
         _add_common(p, top=False)
         return p
 

@@ -15,26 +15,30 @@ from ._output import _Output
 
 __all__ = ["add_commands", "COMMANDS"]
 
-# Commands that hand their arguments to a parser defined by an optional subpackage.
-# command -> (module, adder, runner, extra, what it is)
-_DELEGATED: Dict[str, Tuple[str, str, str, str, str]] = {
+# Commands whose arguments and runner come from elsewhere. The arguments are read first (so
+# --help works without the extra), then the runner's module is imported.
+# command -> (arguments' module, adder, runner's module, runner, extra, what it is)
+_DELEGATED: Dict[str, Tuple[str, str, str, str, str, str]] = {
     "emulator": (
         "signalwire_conversation.testing",
         "add_emulator_arguments",
+        "signalwire_conversation.testing",
         "run_emulator",
         "emulator",
         "run a local SignalWire Conversation emulator (REST + websocket on one loopback port)",
     ),
     "relay": (
-        "signalwire_conversation.fanout",
+        "signalwire_conversation.cli.fanout_args",
         "add_relay_arguments",
+        "signalwire_conversation.fanout",
         "run_relay",
         "redis",
         "run one listener for a token and publish every message to Redis (scaling out)",
     ),
     "consume": (
-        "signalwire_conversation.fanout",
+        "signalwire_conversation.cli.fanout_args",
         "add_consume_arguments",
+        "signalwire_conversation.fanout",
         "run_consume",
         "redis",
         "read the messages a relay published to Redis and print them",
@@ -57,7 +61,7 @@ def add_commands(command: Callable[..., argparse.ArgumentParser], sub: Any) -> N
         ' "emulator" extra: pip install "signalwire-conversation[emulator]".',
     )
 
-    for name, (_, _, _, extra, help_text) in _DELEGATED.items():
+    for name, (_, _, _, _, extra, help_text) in _DELEGATED.items():
         sub.add_parser(
             name,
             help=f"{help_text} [needs the {extra!r} extra]",
@@ -92,7 +96,7 @@ def _import_optional(module: str, command: str, extra: str) -> ModuleType:
 
 
 def _missing_extra_line(command: str, exc: ImportError) -> str:
-    extra = _DELEGATED[command][3] if command in _DELEGATED else "emulator"
+    extra = _DELEGATED[command][4] if command in _DELEGATED else "emulator"
     missing = (getattr(exc, "name", None) or "").split(".")[0]
     if not missing or missing == "signalwire_conversation":
         for candidates in _EXTRA_MODULES.values():
@@ -105,15 +109,16 @@ def _missing_extra_line(command: str, exc: ImportError) -> str:
 
 
 def _run_delegated(command: str, argv: List[str], stdout: TextIO) -> int:
-    module, adder, runner, extra, help_text = _DELEGATED[command]
-    package = _import_optional(module, command, extra)
-    add = getattr(package, adder, None)
-    run = getattr(package, runner, None)
-    if add is None or run is None:
+    args_module, adder, run_module, runner, extra, help_text = _DELEGATED[command]
+    add = getattr(_import_optional(args_module, command, extra), adder, None)
+    if add is None:
         raise CLIError(f"'{PROG} {command}' is not available in this installation", EXIT_USAGE)
     parser = _Parser(prog=f"{PROG} {command}", description=help_text[:1].upper() + help_text[1:] + ".")
     add(parser)
     args = parser.parse_args(argv)
+    run = getattr(_import_optional(run_module, command, extra), runner, None)
+    if run is None:
+        raise CLIError(f"'{PROG} {command}' is not available in this installation", EXIT_USAGE)
     return int(run(args) or 0)
 
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Dict
+import contextlib
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Tuple
 
-from ._args import _json_object, client_from_args, parse_time, positive_int
-from ._errors import EXIT_OK, UsageError
+from ._args import _json_object, parse_time, positive_int
+from ._client import client_from_args
+from ..errors import NotFoundError, SignalWireError, UnprocessableEntityError
+from ._errors import EXIT_FAILURE, EXIT_OK, PROG, CLIError, UsageError
+from ._json import conversation_json, join_json, message_json, sent_json, subscriber_json
 from ._output import _collect, _message_row, _one_line, _Output, local_time
+
+if TYPE_CHECKING:  # pragma: no cover - imported lazily at run time
+    from ..client import Client
 
 __all__ = ["add_commands", "COMMANDS"]
 
@@ -39,14 +46,14 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--details", type=_json_object, metavar="JSON", help="a JSON object")
 
     p = command("join", "join the conversation with an address and show its id and members")
-    p.add_argument("address_id", metavar="ADDRESS_ID")
+    p.add_argument("address_id", metavar="ADDRESS_ID", help="the other party's address")
 
 
 def cmd_whoami(args: argparse.Namespace, out: _Output) -> int:
     with client_from_args(args) as client:
         info = client.conversation.get_subscriber_info()
     if out.as_json:
-        out.json(info.to_dict())
+        out.json(subscriber_json(info))
     else:
         out.table(
             ["FIELD", "VALUE"],
@@ -65,7 +72,7 @@ def cmd_conversations(args: argparse.Namespace, out: _Output) -> int:
         items = _collect(page, args.limit, out.progress("conversations"))
         if out.as_json:
             for conversation in items:
-                out.json(conversation.to_dict())
+                out.json(conversation_json(conversation))
             return EXIT_OK
         rows = [
             [
@@ -95,13 +102,14 @@ def cmd_messages(args: argparse.Namespace, out: _Output) -> int:
     with client_from_args(args) as client:
         api = client.conversation
         if args.address_id:
-            page = api.get_conversation_messages(args.address_id, **filters)
+            with address_errors(client, args.address_id):
+                page = api.get_conversation_messages(args.address_id, **filters)
         else:
             page = api.get_messages(**filters)
         items = _collect(page, args.limit, out.progress("messages"))
         if out.as_json:
             for message in items:
-                out.json(message.to_dict())
+                out.json(message_json(message))
             return EXIT_OK
         with_conversation = not args.address_id
         rows = [_message_row(m, with_conversation=with_conversation) for m in items]
@@ -114,12 +122,12 @@ def cmd_messages(args: argparse.Namespace, out: _Output) -> int:
 
 
 def cmd_send(args: argparse.Namespace, out: _Output) -> int:
-    with client_from_args(args) as client:
+    with client_from_args(args) as client, address_errors(client, args.address_id):
         sent = client.conversation.send_message(
             args.address_id, args.text, metadata=args.metadata, details=args.details
         )
     if out.as_json:
-        out.json(sent.to_dict())
+        out.json(sent_json(sent))
     else:
         where = f" in conversation {sent.conversation_id}" if sent.conversation_id else ""
         out.line(f"sent message {sent.id or '(no id returned)'} to {args.address_id}{where}")
@@ -127,16 +135,47 @@ def cmd_send(args: argparse.Namespace, out: _Output) -> int:
 
 
 def cmd_join(args: argparse.Namespace, out: _Output) -> int:
-    with client_from_args(args) as client:
+    with client_from_args(args) as client, address_errors(client, args.address_id):
         result = client.conversation.join(args.address_id)
     if out.as_json:
-        out.json(result.to_dict())
+        out.json(join_json(result))
     else:
         out.table(
             ["FIELD", "VALUE"],
             [["conversation (group) id", result.group_id], ["members", ", ".join(result.address_ids) or "-"]],
         )
     return EXIT_OK
+
+
+def _is_join(exc: SignalWireError) -> bool:
+    url = str(getattr(exc, "url", None) or "").split("?", 1)[0].rstrip("/")
+    return getattr(exc, "method", None) == "POST" and url.endswith("/conversations/join")
+
+
+def _own_addresses(client: "Client") -> Tuple[str, ...]:
+    try:
+        return tuple(client.conversation.get_subscriber_info().address_ids)
+    except SignalWireError:
+        return ()
+
+
+@contextlib.contextmanager
+def address_errors(client: "Client", address_id: str) -> Iterator[None]:
+    """A refused join (the first step of ``messages ADDRESS_ID``, ``send`` and ``join``) said
+    in the command line's terms: ``no such address: ...`` instead of the API's request and
+    field names."""
+    try:
+        yield
+    except (NotFoundError, UnprocessableEntityError) as exc:
+        if not _is_join(exc):
+            raise
+        if address_id.strip() in _own_addresses(client):
+            raise CLIError(
+                f"{address_id} is your own address: give the other party's "
+                f"(see '{PROG} conversations')",
+                EXIT_FAILURE,
+            ) from None
+        raise CLIError(f"no such address: {address_id}", EXIT_FAILURE) from None
 
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace, _Output], int]] = {

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import queue
-from typing import TYPE_CHECKING, Any, Callable, Dict, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Dict, NoReturn, Optional
 
-from ._args import client_from_args, positive_int
+from ..errors import RealtimeError
+from ._args import positive_int
+from ._client import client_from_args
+from ._connection import connection_line, host_port
 from ._errors import EXIT_OK, CLIError
+from ._json import event_json
 from ._output import _Output, format_event
+from .rest import address_errors
 
 if TYPE_CHECKING:  # pragma: no cover - imported lazily at run time
     from ..client import Client
@@ -45,9 +50,38 @@ class _StateNotes:
             self.out.note("reconnected")
 
 
+#: How long ``tail`` waits for the live connection when --timeout is not given.
+CONNECT_TIMEOUT = 15.0
+
+
+def _subscribe(client: "Client", args: argparse.Namespace) -> Any:
+    """Subscribe, or fail with one line saying why the live connection could not be opened
+    (the client is closed on the way out, so nothing keeps retrying behind the error)."""
+    timeout = args.timeout if getattr(args, "timeout", None) is not None else CONNECT_TIMEOUT
+    try:
+        if args.address_id:
+            with address_errors(client, args.address_id):
+                return client.conversation.subscribe(address_id=args.address_id, timeout=timeout)
+        return client.conversation.subscribe(timeout=timeout)
+    except RealtimeError:
+        cause = _last_connect_error(client)
+        if cause is not None:
+            raise CLIError(connection_line(cause, client.relay_url)) from None
+        raise CLIError(
+            f"cannot connect to {host_port(client.relay_url)} (no live connection within {timeout:g} s)"
+        ) from None
+
+
+def _last_connect_error(client: "Client") -> Optional[BaseException]:
+    """The listener's last connection error, if it kept one."""
+    listener = getattr(client, "_listener", None)
+    error = getattr(listener, "last_error", None)
+    return error if isinstance(error, BaseException) else None
+
+
 def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
     with client_from_args(args, on_state_change=_StateNotes(out)) as client:
-        subscription = client.conversation.subscribe(address_id=args.address_id)
+        subscription = _subscribe(client, args)
         where = f" with {args.address_id}" if args.address_id else ""
         out.note(f"listening for new messages{where} (Ctrl+C to stop)")
         received = 0
@@ -62,7 +96,7 @@ def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
                     continue
                 received += 1
                 if out.as_json:
-                    out.json(event.to_dict())
+                    out.json(event_json(event))
                 else:
                     out.line(format_event(event, names))
         except KeyboardInterrupt:
