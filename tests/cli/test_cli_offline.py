@@ -167,6 +167,14 @@ def test_python_dash_m() -> None:
     assert "usage: signalwire-conversation" in proc.stdout
 
 
+def test_python_dash_m_on_the_cli_package() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "signalwire_conversation.cli", "--help"], capture_output=True, text=True, timeout=30, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: signalwire-conversation" in proc.stdout
+
+
 def test_demo_refuses_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--json"]) == 2
     assert_one_error_line(capsys.readouterr().err, "--json")
