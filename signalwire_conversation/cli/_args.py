@@ -125,11 +125,32 @@ def positive_seconds(value: str) -> float:
     return number
 
 
+def address(value: str) -> str:
+    """An argparse ``type``: an address id (surrounding whitespace dropped), not empty."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value.strip()
+
+
+def non_empty(value: str) -> str:
+    """An argparse ``type``: a text that is not empty."""
+    if value == "":
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
 def _json_object(value: str) -> Dict[str, Any]:
     try:
         data = json.loads(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {value!r}") from None
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {_preview(value)}") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"nested too deeply: {_preview(value)}") from None
     if not isinstance(data, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object, got {value!r}")
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {_preview(value)}")
     return data
+
+
+def _preview(value: str, limit: int = 60) -> str:
+    """``value`` quoted, cut to ``limit`` characters (an error line stays one readable line)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"… ({len(value)} characters)"

@@ -50,6 +50,21 @@ class UsageError(CLIError):
         super().__init__(message, EXIT_USAGE)
 
 
+# The SDK's parameter names, as the command line spells them (for its ValidationErrors).
+_OPTION_OF = {
+    "address_id": "ADDRESS_ID",
+    "text": "TEXT",
+    "metadata": "--metadata",
+    "details": "--details",
+    "limit": "--limit",
+    "page_size": "--page-size",
+    "since": "--since",
+    "until": "--until",
+    "timeout": "--timeout",
+    "max_retries": "--max-retries",
+}
+
+
 def error_line(exc: BaseException) -> Tuple[str, int]:
     """The one line and exit code for an expected error."""
     if isinstance(exc, CLIError):
@@ -66,7 +81,13 @@ def error_line(exc: BaseException) -> Tuple[str, int]:
         return f"not found: {exc}", EXIT_FAILURE
     if isinstance(exc, APIConnectionError):
         return connection_line(exc), EXIT_FAILURE
-    if isinstance(exc, (ValidationError, ConfigurationError)):
+    if isinstance(exc, ValidationError):
+        name = _OPTION_OF.get(exc.parameter)
+        text = str(exc)
+        if name and text.startswith(f"{exc.parameter}: "):
+            text = f"{name}: {text[len(exc.parameter) + 2:]}"
+        return text, EXIT_USAGE
+    if isinstance(exc, ConfigurationError):
         return str(exc), EXIT_USAGE
     return str(exc) or type(exc).__name__, EXIT_FAILURE
 

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Tuple
 
-from ._args import _json_object, parse_time, positive_int
+from ._args import _json_object, address, non_empty, parse_time, positive_int
 from ._client import client_from_args
 from ..errors import NotFoundError, SignalWireError, UnprocessableEntityError
 from ._errors import EXIT_FAILURE, EXIT_OK, PROG, CLIError, UsageError
@@ -33,20 +33,22 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
         "Show the stored messages of one conversation (ADDRESS_ID is the other party's address)"
         " or, without ADDRESS_ID, of every conversation. Newest first.",
     )
-    p.add_argument("address_id", nargs="?", metavar="ADDRESS_ID", help="the conversation's address")
+    p.add_argument(
+        "address_id", nargs="?", type=address, metavar="ADDRESS_ID", help="the other party's address"
+    )
     p.add_argument("--limit", type=positive_int, metavar="N", help="show at most N messages")
     p.add_argument("--since", type=parse_time, metavar="T", help="only messages at or after T")
     p.add_argument("--until", type=parse_time, metavar="T", help="only messages at or before T")
     p.add_argument("--page-size", type=positive_int, metavar="N", help="items per request")
 
     p = command("send", "send a text message to an address")
-    p.add_argument("address_id", metavar="ADDRESS_ID", help="the address to send to")
-    p.add_argument("text", metavar="TEXT", help="the message text")
+    p.add_argument("address_id", type=address, metavar="ADDRESS_ID", help="the address to send to")
+    p.add_argument("text", type=non_empty, metavar="TEXT", help="the message text")
     p.add_argument("--metadata", type=_json_object, metavar="JSON", help="a JSON object")
     p.add_argument("--details", type=_json_object, metavar="JSON", help="a JSON object")
 
     p = command("join", "join the conversation with an address and show its id and members")
-    p.add_argument("address_id", metavar="ADDRESS_ID", help="the other party's address")
+    p.add_argument("address_id", type=address, metavar="ADDRESS_ID", help="the other party's address")
 
 
 def cmd_whoami(args: argparse.Namespace, out: _Output) -> int:

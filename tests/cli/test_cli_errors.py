@@ -396,3 +396,40 @@ def test_local_times_show_their_offset(zone: str, expected: str) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == expected
+
+
+# -- bad values are refused before anything is sent, in the command line's names ---------------
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["send", "", "hi"], "argument ADDRESS_ID: must not be empty (see '{prog} send --help')"),
+        (["send", "a", ""], "argument TEXT: must not be empty (see '{prog} send --help')"),
+        (["messages", "  "], "argument ADDRESS_ID: must not be empty (see '{prog} messages --help')"),
+        (["join", ""], "argument ADDRESS_ID: must not be empty (see '{prog} join --help')"),
+        (["tail", "--address-id", ""], "argument --address-id: must not be empty (see '{prog} tail --help')"),
+        (
+            ["send", "a", "b", "--metadata", "[1]"],
+            "argument --metadata: must be a JSON object, got '[1]' (see '{prog} send --help')",
+        ),
+        (
+            ["messages", "--since", "100000000000000000"],
+            "--since: must be seconds (below 1e11) or milliseconds (below 1e14) since the epoch, got 100000000000000.0",
+        ),
+    ],
+)
+def test_bad_values_in_command_line_names(
+    argv: List[str], expected: str, token: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(argv, capsys)
+    assert (code, out) == (2, "")
+    assert err == "error: " + expected.format(prog=PROG) + "\n"
+
+
+def test_json_nested_too_deeply_is_one_short_line(token: str, capsys: pytest.CaptureFixture[str]) -> None:
+    deep = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    code, _, err = run(["send", "a", "b", "--details", deep], capsys)
+    assert code == 2
+    assert err.startswith("error: argument --details: nested too deeply: '{\"a\": [[[[") and err.count("\n") == 1
+    assert len(err) < 200
