@@ -363,7 +363,9 @@ class Store:
         self.changed = threading.Condition(self.lock)
         self.ch = ch
         self.base_url = base_url
-        self.clock = clock
+        self._wall_clock = clock
+        #: Seconds added to the wall clock (a server whose clock is off; see Emulator.clock_offset).
+        self.clock_offset = 0.0
         self.ids = SequentialIds()
         self.project_id = project_id or _uuid()
         self.space_id = _uuid()
@@ -414,6 +416,10 @@ class Store:
     def notify(self) -> None:
         with self.lock:
             self.changed.notify_all()
+
+    def clock(self) -> float:
+        """The server's "now": the wall clock plus :attr:`clock_offset`."""
+        return self._wall_clock() + self.clock_offset
 
     def next_ts(self) -> float:
         """Now, strictly after the last stamp handed out (so listing order is posting order)."""
