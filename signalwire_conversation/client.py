@@ -143,8 +143,8 @@ class Client:
         self._closed = False
         #: The Conversation API (``get_conversations``, ``send_message``, ``subscribe``...).
         self.conversation = ConversationAPI(self._transport, listener=_weak_listener_getter(self))
-        # closes the listener and the HTTP session when the client is collected unclosed
-        self._parts = _Parts(self._transport)
+        # closes the listener when the client is collected unclosed
+        self._parts = _Parts()
         self._finalizer = weakref.finalize(self, _collected, self._parts)
         _CLIENTS.add(self)
 
@@ -305,19 +305,25 @@ def _weak_listener_getter(client: "Client") -> Callable[[], "Listener"]:
     def listener() -> "Listener":
         live = ref()
         if live is None:
-            raise SignalWireError("the Client of this ConversationAPI was garbage-collected")
+            raise SignalWireError(
+                "the Client of this ConversationAPI was garbage-collected (which closed its "
+                "listener); keep a reference to the Client while you subscribe"
+            )
         return live._get_listener()
 
     return listener
 
 
 class _Parts:
-    """What the finalizer of a collected client closes (it must not refer to the client)."""
+    """What the finalizer of a collected client closes (it must not refer to the client).
 
-    __slots__ = ("transport", "listener")
+    Only the listener: the HTTP transport stays usable for a ``ConversationAPI`` that outlives
+    its client (``Client(...).conversation``); its connections go with it.
+    """
 
-    def __init__(self, transport: Transport) -> None:
-        self.transport = transport
+    __slots__ = ("listener",)
+
+    def __init__(self) -> None:
         self.listener: Optional["Listener"] = None
 
 
@@ -326,7 +332,6 @@ def _collected(parts: _Parts) -> None:
     if listener is not None:
         logger.info("a Client was garbage-collected without close(): closing its listener")
         listener.close(timeout=0.0)
-    parts.transport.close()
 
 
 #: every client of this process, for the at-fork hook (weak: it keeps none alive)
