@@ -170,6 +170,7 @@ class DispatcherPart(ListenerCore):
                 return
             if fill.target is not None:
                 sub = fill.target
+                sub._held = False  # its backlog is here: from now on it takes messages
                 plan = plan_recovery(fetched, after=sub._start, anchor=sub._anchor)
             else:
                 plan = plan_recovery(fetched, after=Position())

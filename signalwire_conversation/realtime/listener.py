@@ -47,6 +47,8 @@ __all__ = ["Listener", "FetchMissed", "FetchLatest", "NameFiller", "StateHook"]
 
 logger = get_logger("signalwire_conversation.realtime")
 
+#: The share of close()'s timeout spent delivering what was received (the rest: joining).
+_DRAIN_SHARE = 0.8
 #: How many of the newest messages ``subscribe()`` reads to learn the server's "now".
 LATEST_PROBE = 5
 
@@ -369,7 +371,9 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
             conn = self._conn
             threads = list(self._threads)
             if limit is not None:
-                self._drain_deadline = min(self._drain_deadline, time.monotonic() + limit)
+                # delivery stops a little before the bound, so that a callback running at that
+                # moment can still return before the threads are joined
+                self._drain_deadline = min(self._drain_deadline, time.monotonic() + limit * _DRAIN_SHARE)
             if not threads:
                 subs, self._subs = self._subs, ()
             else:

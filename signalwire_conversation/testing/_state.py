@@ -364,8 +364,6 @@ class Store:
         self.ch = ch
         self.base_url = base_url
         self._wall_clock = clock
-        #: Seconds added to the wall clock (a server whose clock is off; see Emulator.clock_offset).
-        self.clock_offset = 0.0
         self.ids = SequentialIds()
         self.project_id = project_id or _uuid()
         self.space_id = _uuid()
@@ -382,6 +380,8 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------------
 
     def _init_state(self) -> None:
+        #: Seconds added to the wall clock (a server whose clock is off; see Emulator.clock_offset).
+        self.clock_offset = 0.0
         self.honour_time_filters: bool = self._default_honour
         self.default_page_size: int = self._default_page_size
         self.max_page_size: int = self._default_max_page_size
