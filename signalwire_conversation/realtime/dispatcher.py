@@ -159,7 +159,7 @@ class DispatcherPart(ListenerCore):
             targets: List[Subscription] = [fill.target] if fill.target.active else []
         else:
             # a subscription still waiting for its after= backlog gets everything from it
-            targets = [s for s in self._subs if not s._held]
+            targets = [s for s in self._subs if not s._held and not s._unknown_start]
         try:
             if not targets:
                 return

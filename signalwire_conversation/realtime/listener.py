@@ -29,7 +29,7 @@ from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 from .._logging import get_logger
 from ..config import TokenProvider
-from ..errors import RealtimeError, SignalWireError, ValidationError
+from ..errors import AuthenticationError, RealtimeError, SignalWireError, ValidationError
 from ..models import ConversationMessageEvent
 from .backoff import Backoff
 from .connection import AGENT, DEFAULT_MAX_MESSAGE_BYTES, shutdown_socket
@@ -277,7 +277,9 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
             AuthenticationError: the token was refused (bad, expired or revoked).
             RealtimeError: not connected within ``timeout`` seconds (the listener keeps
                 trying in the background), or the listener is closed.
-            APIError: the REST call that finds the server's newest message failed.
+            AuthenticationError: also when the REST call that finds the server's newest message
+                is refused. When that call fails otherwise, the subscription starts at the
+                first live message it receives (logged, and passed to ``on_error``).
         """
         if callback is not None and not callable(callback):
             raise ValidationError("callback", f"must be callable or None, got {type(callback).__name__}")
@@ -301,9 +303,23 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
         finally:
             with self._lock:
                 self._subscribe_waiters -= 1
+        unknown_start = False
         if start is None:
             # the server's "now": messages stored before this call are at or before it
-            start = position_of_newest(self._fetch_latest())
+            try:
+                start = position_of_newest(self._fetch_latest())
+            except AuthenticationError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "subscribe(): could not read the server's newest message (%s: %s); this "
+                    "subscription starts at the first live message it receives instead",
+                    type(exc).__name__,
+                    exc,
+                )
+                self._report_error(exc, None)
+                start = Position()
+                unknown_start = True
         sub = Subscription(
             self,
             callback,
@@ -313,6 +329,7 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
             after=after,
             anchor=anchor,
             dedup_size=self._dedup_size,
+            unknown_start=unknown_start,
         )
         with self._lock:
             self._raise_if_stopped()

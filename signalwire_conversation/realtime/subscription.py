@@ -206,6 +206,7 @@ class Subscription:
         after: Optional[str] = None,
         anchor: Optional[str] = None,
         dedup_size: int = 10_000,
+        unknown_start: bool = False,
     ) -> None:
         self._owner = owner
         self._callback = callback
@@ -223,6 +224,9 @@ class Subscription:
         self._cursor = after
         #: waiting for its after= backlog: live messages are left to the backlog's fetch
         self._held = after is not None
+        #: the server's "now" could not be read at subscribe(): the first live message sets it
+        #: (until then gap fills leave this subscription out)
+        self._unknown_start = unknown_start
         # pull mode: overflow and its own recovery (consumer thread vs dispatcher thread)
         self._plock = threading.Lock()
         self._overflowed = False
@@ -325,6 +329,12 @@ class Subscription:
             return 0
         message_id = event.id
         assert message_id is not None
+        if self._unknown_start:
+            if event.recovered:
+                return 0
+            self._start = Position(ts)
+            self._position = Position(ts)
+            self._unknown_start = False
         if not self._start.precedes(ts, message_id):
             return 0  # stored before this subscription started (or at/before its cursor)
         if self._callback is None:
