@@ -241,8 +241,9 @@ class ConversationMessageEvent(ConversationMessage):
 
     Adds to the message fields: ``hidden``, ``address_id``, ``conversation_name``,
     ``user_name`` and ``is_author`` (``True`` when this subscriber sent it). Messages recovered
-    over REST after a reconnect carry only what the REST API returns (``recovered`` is
-    ``True``; the names may be ``None``).
+    over REST after a reconnect have ``recovered`` ``True``, ``is_author`` set, and the names
+    when the SDK knows them. ``cursor`` is the resume point of a delivered event (pass it to
+    ``subscribe(after=...)``); ``""`` on an event no subscription delivered.
     """
 
     hidden: bool = False
@@ -251,6 +252,7 @@ class ConversationMessageEvent(ConversationMessage):
     user_name: Optional[str] = None
     is_author: Optional[bool] = None
     recovered: bool = False
+    cursor: str = ""
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -559,13 +561,15 @@ _NUM = (float, int, type(None))
 # field order of attrs.fields(): the builders take the values in that order
 assert [a.name for a in attrs.fields(ConversationMessageEvent)] == [
     "id", "conversation_id", "user_id", "ts", "details", "type", "subtype", "kind", "text", "metadata",
-    "extra", "hidden", "address_id", "conversation_name", "user_name", "is_author", "recovered",
+    "extra", "hidden", "address_id", "conversation_name", "user_name", "is_author", "recovered", "cursor",
 ]
 _build_message = _builder(ConversationMessage)
 _build_event = _builder(ConversationMessageEvent)
 
 
-def _fast_message(data: JSONDict, event: bool, default_is_author: Optional[bool] = None) -> Any:
+def _fast_message(
+    data: JSONDict, event: bool, default_is_author: Optional[bool] = None, cursor: str = ""
+) -> Any:
     """The model for a well-typed payload, or ``None`` when the converter must decide.
 
     ``default_is_author`` is the event's ``is_author`` when the payload has none (the
@@ -644,9 +648,13 @@ def _fast_message(data: JSONDict, event: bool, default_is_author: Optional[bool]
     user_name = get("user_name")
     if type(address_id) not in _STR or type(conversation_name) not in _STR or type(user_name) not in _STR:
         return None
+    if not cursor:
+        cursor = get("cursor", "")
+        if type(cursor) is not str:
+            return None
     return _build_event(
         id_, conversation_id, user_id, ts, details, type_, subtype, kind, text, metadata, extra,
-        hidden, address_id, conversation_name, user_name, is_author, recovered,
+        hidden, address_id, conversation_name, user_name, is_author, recovered, cursor,
     )
 
 
@@ -749,17 +757,22 @@ def decode_messages(items: Any) -> "list[ConversationMessage]":
     return out
 
 
-def decode_event(payload: Any, *, is_author: Optional[bool] = None) -> ConversationMessageEvent:
+def decode_event(
+    payload: Any, *, is_author: Optional[bool] = None, cursor: str = ""
+) -> ConversationMessageEvent:
     """Decode the ``params.params`` payload of a ``conversation.message`` event.
 
     Also accepts the output of :meth:`ConversationMessageEvent.to_dict`, so an event that went
-    through a queue as JSON decodes back to an equal event.
+    through a queue as JSON decodes back to an equal event. ``cursor`` (when not empty) is the
+    event's resume cursor.
     """
     event: Optional[ConversationMessageEvent] = None
     if type(payload) is dict:
-        event = _fast_message(payload, True, is_author)
+        event = _fast_message(payload, True, is_author, cursor)
     if event is None:
         event = _event_hook(payload)
+        if cursor and event.cursor != cursor:
+            event = attrs.evolve(event, cursor=cursor)
     if is_author is not None and event.is_author is None:
         event = attrs.evolve(event, is_author=is_author)
     return event
@@ -780,8 +793,11 @@ def decode_subscriber_info(data: Any) -> SubscriberInfo:
     return _subscriber_hook(data)
 
 
-def event_from_message(message: ConversationMessage) -> ConversationMessageEvent:
-    """The event a subscription delivers for a message recovered over REST (gap fill)."""
+def event_from_message(
+    message: ConversationMessage, *, is_author: Optional[bool] = None
+) -> ConversationMessageEvent:
+    """The event a subscription delivers for a message recovered over REST (gap fill);
+    ``is_author`` is whether this subscriber sent it, when the caller knows."""
     fields = {a.name: getattr(message, a.name) for a in attrs.fields(ConversationMessage)}
     extra = dict(fields.pop("extra"))
     hidden = _bool(extra.pop("hidden", False))
@@ -793,6 +809,7 @@ def event_from_message(message: ConversationMessage) -> ConversationMessageEvent
         extra=extra,
         hidden=hidden,
         recovered=True,
+        is_author=is_author,
         address_id=address_id,
         conversation_name=conversation_name,
         user_name=user_name,
