@@ -339,8 +339,14 @@ class ConversationAPI:
         chain = self._message_chain(limit, since, until, page_size, timeout)
         return Page._fetch_first(chain, PATH_MESSAGES)
 
+    def _latest_positions(self, limit: int) -> "list[ConversationMessage]":
+        """The newest ``limit`` stored messages without their senders' names (a subscription's
+        start position needs only their times and ids: no directory lookups)."""
+        chain = self._message_chain(limit, None, None, None, NOT_GIVEN, fill_names=False)
+        return list(Page._fetch_first(chain, PATH_MESSAGES))
+
     def _message_chain(
-        self, limit: Any, since: Any, until: Any, page_size: Any, timeout: Any
+        self, limit: Any, since: Any, until: Any, page_size: Any, timeout: Any, *, fill_names: bool = True
     ) -> "_Chain[ConversationMessage]":
         limit_ = _check_positive_int(limit, "limit")
         size = _check_positive_int(page_size, "page_size")
@@ -355,7 +361,7 @@ class ConversationAPI:
             params["since"] = _wire_time(since_)
         if until_ is not None:
             params["until"] = _wire_time(until_)
-        names = self._names
+        names = self._names if fill_names else None
         decode_all: Callable[[Any], "list[ConversationMessage]"] = decode_messages
         if names is not None:
             # each page's senders are looked up once (cached across pages and listings)
@@ -431,6 +437,7 @@ class ConversationAPI:
         *,
         address_id: Optional[str] = None,
         timeout: float = DEFAULT_SUBSCRIBE_TIMEOUT,
+        after: Optional[str] = None,
     ) -> "Subscription":
         """Receive new messages live; returns a ``Subscription``.
 
@@ -442,6 +449,11 @@ class ConversationAPI:
         Blocks until the websocket is connected and authenticated, at most ``timeout`` seconds
         (``float("inf")``: no bound, wait until connected, refused or closed); a bad or revoked
         token raises :class:`~signalwire_conversation.AuthenticationError`.
+
+        Delivers the messages stored after this call, never one stored before. With
+        ``after=cursor`` (an event's ``cursor``, stored by a worker that restarts) it first
+        delivers every message stored after that one, in order, exactly once, then live ones.
+        ``Subscription.cursor`` is the cursor of the last event it handed over.
         """
         if callback is not None and not callable(callback):
             raise ValidationError("callback", f"must be callable or None, got {type(callback).__name__}")
@@ -454,7 +466,7 @@ class ConversationAPI:
         if callback is not None and self._names is not None:
             callback = _with_names(callback, self._names)
         listener = self._listener()
-        return listener.subscribe(callback, group_id=group, timeout=timeout_)
+        return listener.subscribe(callback, group_id=group, timeout=timeout_, after=after)
 
     def __repr__(self) -> str:
         return f"ConversationAPI(base_url={self._transport.base_url!r})"

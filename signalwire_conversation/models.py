@@ -268,7 +268,9 @@ class ConversationMessageEvent(ConversationMessage):
     when the server sent it; else, for a callback subscription, from the address directory as
     for stored messages (``client.names.fill(event)`` does it for any event). Messages
     recovered over REST after a reconnect carry what the REST API returns plus the looked-up
-    ``user_name`` (``recovered`` is ``True``; ``conversation_name`` may be ``None``).
+    ``user_name`` (``recovered`` is ``True``, ``is_author`` set; ``conversation_name`` may be
+    ``None``). ``cursor`` is the resume point of a delivered event (pass it to
+    ``subscribe(after=...)``); ``""`` on an event no subscription delivered.
     """
 
     hidden: bool = False
@@ -276,6 +278,7 @@ class ConversationMessageEvent(ConversationMessage):
     conversation_name: Optional[str] = None
     is_author: Optional[bool] = None
     recovered: bool = False
+    cursor: str = ""
 
 
 @attrs.define(frozen=True, kw_only=True, repr=False, eq=False)
@@ -602,6 +605,7 @@ _CHECKS: Dict[str, str] = {
     "Optional[float]": "type({v}) in _NUM",
     "Optional[bool]": "type({v}) in _OPT_BOOL",
     "bool": "type({v}) is bool",
+    "str": "type({v}) is str",
     "Mapping[str, Any]": "({v} is None or type({v}) is dict)",  # None reads as {}
 }
 _STR = (str, type(None))
@@ -771,11 +775,14 @@ def decode_messages(items: Any) -> "list[ConversationMessage]":
     return out
 
 
-def decode_event(payload: Any, *, is_author: Optional[bool] = None) -> ConversationMessageEvent:
+def decode_event(
+    payload: Any, *, is_author: Optional[bool] = None, cursor: str = ""
+) -> ConversationMessageEvent:
     """Decode the ``params.params`` payload of a ``conversation.message`` event.
 
     Also accepts the output of :meth:`ConversationMessageEvent.to_dict`, so an event that went
-    through a queue as JSON decodes back to an equal event.
+    through a queue as JSON decodes back to an equal event. ``cursor`` (when not empty) is the
+    event's resume cursor.
     """
     if type(payload) is dict:
         shape = tuple(payload)
@@ -783,8 +790,12 @@ def decode_event(payload: Any, *, is_author: Optional[bool] = None) -> Conversat
         if decoder is not None:
             event = decoder(payload, is_author)
             if event is not None:
+                if cursor and event.cursor != cursor:
+                    event = attrs.evolve(event, cursor=cursor)
                 return cast(ConversationMessageEvent, event)
     event = _event_hook(payload)
+    if cursor and event.cursor != cursor:
+        event = attrs.evolve(event, cursor=cursor)
     if is_author is not None and event.is_author is None:
         event = attrs.evolve(event, is_author=is_author)
     return event
@@ -805,8 +816,11 @@ def decode_subscriber_info(data: Any) -> SubscriberInfo:
     return _subscriber_hook(data)
 
 
-def event_from_message(message: ConversationMessage) -> ConversationMessageEvent:
-    """The event a subscription delivers for a message recovered over REST (gap fill)."""
+def event_from_message(
+    message: ConversationMessage, *, is_author: Optional[bool] = None
+) -> ConversationMessageEvent:
+    """The event a subscription delivers for a message recovered over REST (gap fill);
+    ``is_author`` is whether this subscriber sent it, when the caller knows."""
     fields = {a.name: getattr(message, a.name) for a in attrs.fields(ConversationMessage)}
     extra = dict(fields.pop("extra"))
     hidden = _bool(extra.pop("hidden", False))
@@ -817,6 +831,7 @@ def event_from_message(message: ConversationMessage) -> ConversationMessageEvent
         extra=extra,
         hidden=hidden,
         recovered=True,
+        is_author=is_author,
         address_id=address_id,
         conversation_name=conversation_name,
     )

@@ -28,7 +28,7 @@ class CLIHelp(SphinxDirective):
             )
             parser = sub.choices[name]
         text = parser.format_help()
-        text = text.split("\nToken: --token", 1)[0].rstrip() if name else text.rstrip()
+        text = text.split("\nToken: ", 1)[0].rstrip() if name else text.rstrip()
         block = nodes.literal_block(text, text)
         block["language"] = "text"
         return [block]

@@ -6,115 +6,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, TextIO
 
-# The shared command-line helpers (cli.py imports only the standard library and errors at
-# module level, and this package only when a delegated command runs: no cycle).
-from ..cli import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    EXIT_USAGE,
-    CLIError,
-    add_connection_arguments,
-    client_from_args,
-    non_negative_int,
-    positive_int,
-    positive_seconds,
-    token_from_args,
-)
+# The shared command-line helpers (the cli package imports only the standard library and the
+# SDK's errors at module level, and this package only when a delegated command runs: no cycle).
+from ..cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CLIError, client_from_args, token_from_args
+from ..cli._errors import error_line
+from ..cli.fanout_args import ENV_REDIS_URL, add_consume_arguments, add_relay_arguments
 from .._logging import redact
 from ..errors import AuthenticationError, ConfigurationError, SignalWireError, ValidationError
 from ._redis import describe
 from .consumer import StreamConsumer, StreamMessage
-from .relay import DEFAULT_LEASE_TTL, Relay, default_stream_name
-from .stream import DEFAULT_MAXLEN, DEFAULT_SEEN_TTL
+from .relay import Relay, default_stream_name
 
 __all__ = ["add_relay_arguments", "run_relay", "add_consume_arguments", "run_consume", "main"]
 
 LOGGER_NAME = "signalwire_conversation.fanout"
 SDK_LOGGER_NAME = "signalwire_conversation"
-ENV_REDIS_URL = "SIGNALWIRE_REDIS_URL"
-
-
-def _add_connection(parser: argparse.ArgumentParser, *, token_help: str) -> None:
-    parser.add_argument(
-        "--redis",
-        default=os.environ.get(ENV_REDIS_URL),
-        metavar="URL",
-        help=f"Redis URL, e.g. redis://localhost:6379/0 (default: ${ENV_REDIS_URL})",
-    )
-    parser.add_argument("--stream", metavar="NAME", help="stream name (default: signalwire:conversation:<own address id>)")
-    add_connection_arguments(parser.add_argument_group("SignalWire"), token_help=token_help)
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="what the fan-out logs on stderr (default: info)",
-    )
-
-
-def add_relay_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``relay``."""
-    parser.description = (
-        "Run one listener for a subscriber and append every new message to a Redis stream. Run "
-        "several (same token, any machines): one is active, the others stand by and take over "
-        "within about --lease-ttl seconds. SIGINT/SIGTERM stop it cleanly, releasing the lease."
-    )
-    _add_connection(parser, token_help="subscriber access token (default: $SIGNALWIRE_TOKEN)")
-    parser.add_argument(
-        "--lease-ttl", type=positive_seconds, default=DEFAULT_LEASE_TTL, metavar="SECONDS",
-        help=f"lease lifetime; a dead relay is replaced within about this long (default: {DEFAULT_LEASE_TTL:g})",
-    )
-    parser.add_argument(
-        "--maxlen", type=non_negative_int, default=DEFAULT_MAXLEN, metavar="N",
-        help=f"approximate cap on the stream length, 0 for none (default: {DEFAULT_MAXLEN})",
-    )
-    parser.add_argument(
-        "--seen-ttl", type=positive_seconds, default=DEFAULT_SEEN_TTL, metavar="SECONDS",
-        help=f"how long a message id is remembered to drop repeats (default: {DEFAULT_SEEN_TTL:g})",
-    )
-    parser.add_argument(
-        "--buffer-size", type=positive_int, default=10_000, metavar="N",
-        help="live messages held while Redis is slow or down; beyond, they are recovered over REST later",
-    )
-
-
-def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``consume``."""
-    parser.description = (
-        "Read a relay's stream as one consumer of a consumer group and print each event as a "
-        "JSON line, acknowledging it once printed (at-least-once). Entries left unacknowledged "
-        "by a dead consumer are claimed after --claim-idle seconds."
-    )
-    _add_connection(
-        parser,
-        token_help="subscriber access token, only to find the default stream name (default: $SIGNALWIRE_TOKEN)",
-    )
-    parser.add_argument("--group", required=True, metavar="NAME", help="consumer group (created if missing)")
-    parser.add_argument("--consumer", metavar="NAME", help="this consumer's name (default: host:pid)")
-    parser.add_argument(
-        "--claim-idle", type=positive_seconds, default=30.0, metavar="SECONDS",
-        help="take over entries a dead consumer left pending this long (default: 30)",
-    )
-    parser.add_argument("--batch", type=positive_int, default=100, metavar="N", help="entries per read (default: 100)")
-    parser.add_argument(
-        "--from-start", dest="start_id", action="store_const", const="0", default="0",
-        help="a new group reads every entry still in the stream (the default)",
-    )
-    parser.add_argument(
-        "--from-now", dest="start_id", action="store_const", const="$",
-        help="a new group reads only entries appended from now on",
-    )
-    parser.add_argument("-n", "--limit", type=positive_int, metavar="N", help="exit after N messages")
-    parser.add_argument(
-        "--envelope", action="store_true",
-        help='print {"entry_id", "stream", "consumer", "claimed", "event"} instead of the bare event',
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +152,7 @@ def run_relay(args: argparse.Namespace) -> int:
         if isinstance(fatal, AuthenticationError):
             return _error(
                 stderr,
-                f"authentication failed: {fatal} (check --token or SIGNALWIRE_TOKEN)",
+                f"authentication failed: {fatal} (check --token-file, --token or SIGNALWIRE_TOKEN)",
                 EXIT_FAILURE,
             )
         if isinstance(fatal, (ConfigurationError, ValidationError)):
@@ -259,7 +171,7 @@ def _consumer_stream(args: argparse.Namespace) -> str:
         return str(args.stream)
     if token_from_args(args) is None:
         raise ConfigurationError(
-            "pass --stream NAME, or a token (--token or SIGNALWIRE_TOKEN) to find the default "
+            "pass --stream NAME, or a token (--token-file, --token or SIGNALWIRE_TOKEN) to find the default "
             "stream signalwire:conversation:<own address id>"
         )
     client = client_from_args(args)
@@ -288,10 +200,13 @@ def run_consume(args: argparse.Namespace, *, stdout: Optional[TextIO] = None) ->
             )
         except (ConfigurationError, ValidationError, ValueError) as exc:
             return _error(stderr, str(exc), EXIT_USAGE)
+        except CLIError as exc:
+            return _error(stderr, exc.message, exc.code)
         except AuthenticationError as exc:
             return _error(stderr, f"authentication failed: {exc}", EXIT_FAILURE)
         except SignalWireError as exc:
-            return _error(stderr, f"cannot find the stream name: {exc}", EXIT_FAILURE)
+            message, code = error_line(exc)
+            return _error(stderr, f"cannot find the stream name: {message}", code)
         logging.getLogger(LOGGER_NAME).info(
             "consumer %r of group %r reading %r at %s",
             consumer.consumer, consumer.group, stream, describe(consumer.client),

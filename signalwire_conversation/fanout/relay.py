@@ -153,6 +153,7 @@ class Relay:
         self.recovered = 0
 
         self._lease: Optional[Lease] = None
+        self._held_lease = False  # ever acquired: only then is there a lease to release
         self._writer: Optional[StreamWriter] = None
         self._state = RelayState.STARTING
         self._stop = threading.Event()
@@ -322,7 +323,7 @@ class Relay:
         keeper = self._keeper
         if keeper is not None and keeper is not threading.current_thread():
             keeper.join(max(5.0, self.lease_ttl))
-        if self._lease is not None:
+        if self._lease is not None and self._held_lease:
             try:
                 if self._lease.release():
                     logger.info("relay %s released the lease", self.token)
@@ -360,6 +361,7 @@ class Relay:
                         self._wake()
                         continue
                 elif lease.acquire():
+                    self._held_lease = True
                     seen_holder = None
                     self._wake()
                 elif lease.other_remaining is not None:

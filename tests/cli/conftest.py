@@ -26,7 +26,7 @@ needs_emulator = pytest.mark.skipif(not HAVE_EMULATOR, reason="the emulator extr
 class World:
     """An emulator with alice (the CLI's user), bob and carol, and 12 messages alice-bob."""
 
-    def __init__(self, emulator: Any) -> None:
+    def __init__(self, emulator: Any, token_dir: Any) -> None:
         self.emulator = emulator
         self.alice = emulator.add_subscriber("alice")
         self.bob = emulator.add_subscriber("bob")
@@ -36,10 +36,13 @@ class World:
             sender, to = (self.bob, self.alice.address_id) if n % 2 == 0 else (self.alice, self.bob.address_id)
             self.sent.append(emulator.send_message(sender, to, f"message {n}"))
         emulator.send_message(self.carol, self.alice.address_id, "hello from carol")
+        self.token_file = str(token_dir / "alice.token")
+        with open(self.token_file, "w", encoding="utf-8") as handle:
+            handle.write(self.alice.token + "\n")
 
     def args(self, *argv: str) -> List[str]:
         """``argv`` plus the options that point the CLI at the emulator as alice."""
-        return list(argv) + ["--token", self.alice.token, "--base-url", self.emulator.base_url]
+        return list(argv) + ["--token-file", self.token_file, "--base-url", self.emulator.base_url]
 
     def env(self) -> Dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALWIRE_")}
@@ -48,9 +51,17 @@ class World:
         return env
 
 
+@pytest.fixture(autouse=True)
+def _no_signalwire_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI reads SIGNALWIRE_* variables: a developer's own must not leak into the tests."""
+    for name in list(os.environ):
+        if name.startswith("SIGNALWIRE_") or name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
-def world(signalwire_emulator: Any) -> World:
-    return World(signalwire_emulator)
+def world(signalwire_emulator: Any, tmp_path: Any) -> World:
+    return World(signalwire_emulator, tmp_path)
 
 
 class EventStream(io.StringIO):

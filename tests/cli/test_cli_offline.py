@@ -83,30 +83,35 @@ def test_no_token(capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_error_line(capsys.readouterr().err, "no token", "SIGNALWIRE_TOKEN")
 
 
-def test_malformed_token(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["conversations", "--token", "not-a-token"]) == 2
-    assert_one_error_line(capsys.readouterr().err, "malformed")
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A well-formed (fake) token in SIGNALWIRE_TOKEN."""
+    value = fake_token()
+    monkeypatch.setenv("SIGNALWIRE_TOKEN", value)
+    return value
 
 
-def test_since_after_until(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["messages", "--since", "2000", "--until", "1000", "--token", fake_token()]) == 2
+def test_since_after_until(token: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["messages", "--since", "2000", "--until", "1000"]) == 2
     assert_one_error_line(capsys.readouterr().err, "--since")
 
 
-def test_unreachable_host(closed_port: int, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["conversations", "--token", fake_token(), "--base-url", f"http://127.0.0.1:{closed_port}"]
+def test_unreachable_host(token: str, closed_port: int, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["conversations", "--base-url", f"http://127.0.0.1:{closed_port}"]
     assert main(argv + ["--max-retries", "0", "--timeout", "2"]) == 1
     captured = capsys.readouterr()
-    assert_one_error_line(captured.err, "cannot reach the server", str(closed_port))
+    assert captured.err == f"error: cannot connect to 127.0.0.1:{closed_port} (connection refused)\n"
     assert captured.out == ""
 
 
-def test_unreachable_host_json_prints_nothing_on_stdout(closed_port: int, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--json", "messages", "--token", fake_token(), "--base-url", f"http://127.0.0.1:{closed_port}"]
+def test_unreachable_host_json_prints_nothing_on_stdout(
+    token: str, closed_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--json", "messages", "--base-url", f"http://127.0.0.1:{closed_port}"]
     assert main(argv + ["--max-retries", "0"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert_one_error_line(captured.err)
+    assert captured.err == f"error: cannot connect to 127.0.0.1:{closed_port} (connection refused)\n"
 
 
 def test_token_never_printed_on_error(closed_port: int, capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,15 +121,19 @@ def test_token_never_printed_on_error(closed_port: int, capsys: pytest.CaptureFi
     assert token not in captured.err + captured.out
 
 
-def test_global_options_before_or_after_the_command(closed_port: int, capsys: pytest.CaptureFixture[str]) -> None:
+def test_global_options_before_or_after_the_command(
+    token: str, closed_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"http://127.0.0.1:{closed_port}"
-    assert main(["--token", fake_token(), "--base-url", url, "--max-retries", "0", "whoami"]) == 1
-    assert "cannot reach" in capsys.readouterr().err
+    assert main(["--base-url", url, "--max-retries", "0", "whoami"]) == 1
+    assert "cannot connect to" in capsys.readouterr().err
+    assert main(["whoami", "--base-url", url, "--max-retries", "0"]) == 1
+    assert "cannot connect to" in capsys.readouterr().err
 
 
 def test_missing_extra_prints_the_pip_line() -> None:
     with pytest.raises(cli.CLIError) as info:
-        cli._import_optional("a_module_that_does_not_exist_xyz", "emulator", "emulator")
+        cli.extras._import_optional("a_module_that_does_not_exist_xyz", "emulator", "emulator")
     assert 'pip install "signalwire-conversation[emulator]"' in info.value.message
     assert info.value.code == 2
 
@@ -154,6 +163,14 @@ def test_help_and_import_stay_light() -> None:
 
 def test_python_dash_m() -> None:
     proc = run_cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: signalwire-conversation" in proc.stdout
+
+
+def test_python_dash_m_on_the_cli_package() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "signalwire_conversation.cli", "--help"], capture_output=True, text=True, timeout=30, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stderr
     assert "usage: signalwire-conversation" in proc.stdout
 

@@ -10,6 +10,8 @@ import pytest
 from signalwire_conversation.fanout import add_consume_arguments, add_relay_arguments, run_consume, run_relay
 from signalwire_conversation.fanout._redis import Backoff, redact_url
 
+from .conftest import wait_until
+
 
 def relay_args(argv: List[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
@@ -44,10 +46,13 @@ def test_relay_without_token(capsys: pytest.CaptureFixture[str]) -> None:
     assert "SIGNALWIRE_TOKEN" in capsys.readouterr().err
 
 
-def test_relay_with_a_malformed_token(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_relay(relay_args(["--redis", "redis://127.0.0.1:1/0", "--token", "nonsense"])) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+def test_relay_with_a_malformed_token(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGNALWIRE_TOKEN", "nonsense")
+    assert run_relay(relay_args(["--redis", "redis://127.0.0.1:1/0"])) == 2
+    assert capsys.readouterr().err == (
+        "error: the token is malformed: expected a JWE (5 dot-separated parts) or a JWT (3 parts), got 1 "
+        "part(s); check SIGNALWIRE_TOKEN: it must hold a subscriber access token (SAT)\n"
+    )
 
 
 def test_relay_with_an_unusable_redis_url(capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,3 +96,28 @@ def test_module_main_without_command(capsys: Any) -> None:
     from signalwire_conversation.fanout.commands import main
 
     assert main([]) == 2
+
+
+def test_a_relay_that_never_held_the_lease_does_not_release_it(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis down from the start: stopping says nothing about a lease the relay never had."""
+    import logging
+    import socket
+
+    from signalwire_conversation import Client
+    from signalwire_conversation.fanout import Relay
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there
+    token = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIiwiY2giOiJwdWMuc2lnbmFsd2lyZS5jb20iLCJ0eXAiOiJTQVQifQ.x.y.z.w"
+    caplog.set_level(logging.INFO, logger="signalwire_conversation.fanout")
+    with Client(token=token, base_url=f"http://127.0.0.1:{port}") as client:
+        relay = Relay(client, f"redis://127.0.0.1:{port}/0", stream="s", backoff=(0.01, 0.05)).start()
+        wait_until(lambda: "cannot reach Redis" in caplog.text, 10, "a failed Redis connection")
+        relay.stop()
+        assert relay.join(10)
+    assert "release the lease" not in caplog.text, caplog.text
+    assert "stopped" in caplog.text

@@ -1,0 +1,119 @@
+"""``tail``: print new messages live as they arrive over the websocket."""
+
+from __future__ import annotations
+
+import argparse
+import queue
+from typing import TYPE_CHECKING, Any, Callable, Dict, NoReturn, Optional
+
+from ..errors import RealtimeError
+from ._args import address, positive_int
+from ._client import client_from_args
+from ._connection import connection_line, host_port
+from ._errors import EXIT_OK, CLIError
+from ._json import event_json
+from ._output import _Output, format_event
+from .rest import address_errors
+
+if TYPE_CHECKING:  # pragma: no cover - imported lazily at run time
+    from ..client import Client
+
+__all__ = ["add_commands", "COMMANDS"]
+
+
+def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``tail``; ``command(name, help, description=None)`` makes a parser."""
+    p = command(
+        "tail",
+        "print new messages live as they arrive, until Ctrl+C",
+        "Print new messages live as they arrive over the websocket, until Ctrl+C (a clean exit)."
+        " Messages missed during a network blip are recovered and printed in order.",
+    )
+    p.add_argument("--address-id", type=address, metavar="A", help="only the conversation with address A")
+    p.add_argument("-n", "--count", type=positive_int, metavar="N", help="exit after N messages")
+
+
+class _StateNotes:
+    """Notes on stderr when the live connection drops and comes back (human mode only)."""
+
+    def __init__(self, out: _Output) -> None:
+        self.out = out
+        self.dropped = False
+
+    def __call__(self, state: Any) -> None:
+        name = getattr(state, "name", str(state))
+        if name == "RECONNECTING" and not self.dropped:
+            self.dropped = True
+            self.out.note("connection lost; reconnecting (missed messages will be recovered)…")
+        elif name == "CONNECTED" and self.dropped:
+            self.dropped = False
+            self.out.note("reconnected")
+
+
+#: How long ``tail`` waits for the live connection when --timeout is not given.
+CONNECT_TIMEOUT = 15.0
+
+
+def _subscribe(client: "Client", args: argparse.Namespace) -> Any:
+    """Subscribe, or fail with one line saying why the live connection could not be opened
+    (the client is closed on the way out, so nothing keeps retrying behind the error)."""
+    timeout = args.timeout if getattr(args, "timeout", None) is not None else CONNECT_TIMEOUT
+    try:
+        if args.address_id:
+            with address_errors(client, args.address_id):
+                return client.conversation.subscribe(address_id=args.address_id, timeout=timeout)
+        return client.conversation.subscribe(timeout=timeout)
+    except RealtimeError:
+        cause = _last_connect_error(client)
+        if cause is not None:
+            raise CLIError(connection_line(cause, client.relay_url)) from None
+        raise CLIError(
+            f"cannot connect to {host_port(client.relay_url)} (no live connection within {timeout:g} s)"
+        ) from None
+
+
+def _last_connect_error(client: "Client") -> Optional[BaseException]:
+    """The listener's last connection error, if it kept one."""
+    listener = getattr(client, "_listener", None)
+    error = getattr(listener, "last_error", None)
+    return error if isinstance(error, BaseException) else None
+
+
+def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
+    with client_from_args(args, on_state_change=_StateNotes(out)) as client:
+        subscription = _subscribe(client, args)
+        where = f" with {args.address_id}" if args.address_id else ""
+        out.note(f"listening for new messages{where} (Ctrl+C to stop)")
+        received = 0
+        names: Dict[str, str] = {}
+        try:
+            while args.count is None or received < args.count:
+                try:
+                    event = subscription.get(timeout=0.5)
+                except queue.Empty:
+                    if not subscription.active or _state_name(client) == "CLOSED":
+                        _listener_ended(client)
+                    continue
+                received += 1
+                if out.as_json:
+                    out.json(event_json(event))
+                else:
+                    out.line(format_event(event, names))
+        except KeyboardInterrupt:
+            out.note("stopped")
+        finally:
+            subscription.unsubscribe()
+    return EXIT_OK
+
+
+def _state_name(client: "Client") -> str:
+    return str(getattr(client.connection_state, "name", ""))
+
+
+def _listener_ended(client: "Client") -> NoReturn:
+    """The listener closed by itself (say, the token was revoked): surface why."""
+    client.run_forever()  # returns once it is stopped; re-raises its fatal error, if any
+    raise CLIError("the live connection closed")
+
+
+COMMANDS: Dict[str, Callable[[argparse.Namespace, _Output], int]] = {"tail": cmd_tail}
