@@ -139,7 +139,7 @@ def raw_append_rate(r: redis.Redis, n: int) -> float:
 
 def throughput(emu: Emulator, rs: _Redis, n: int, ttl: float) -> Dict[str, float]:
     alice, bob = emu.add_subscriber("alice-tp"), emu.add_subscriber("bob-tp")
-    stream = f"signalwire:conversation:{alice.address_id}"
+    stream = f"signalwire:conversation:{{{alice.address_id}}}"
     relay = _Relay(emu, alice.token, rs.url, ttl)
     try:
         if not relay.active.wait(30):
@@ -159,7 +159,7 @@ def throughput(emu: Emulator, rs: _Redis, n: int, ttl: float) -> Dict[str, float
 
 def failover(emu: Emulator, rs: _Redis, ttl: float, backlog: int) -> Dict[str, float]:
     alice, bob = emu.add_subscriber(f"alice-fo-{time.monotonic_ns()}"), emu.add_subscriber(f"bob-fo-{time.monotonic_ns()}")
-    stream = f"signalwire:conversation:{alice.address_id}"
+    stream = f"signalwire:conversation:{{{alice.address_id}}}"
     a = _Relay(emu, alice.token, rs.url, ttl)
     b: Optional[_Relay] = None
     try:

@@ -35,6 +35,14 @@ _DELEGATED: Dict[str, Tuple[str, str, str, str, str, str]] = {
         "redis",
         "run one listener for a token and publish every message to Redis (scaling out)",
     ),
+    "relay-status": (
+        "signalwire_conversation.cli.fanout_args",
+        "add_relay_status_arguments",
+        "signalwire_conversation.fanout",
+        "run_relay_status",
+        "redis",
+        "show a relay fleet: its relays, their subscribers, lease ages, stream lengths",
+    ),
     "consume": (
         "signalwire_conversation.cli.fanout_args",
         "add_consume_arguments",

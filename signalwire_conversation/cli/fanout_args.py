@@ -13,7 +13,7 @@ from typing import Optional
 from ._args import non_negative_int, positive_int, positive_seconds
 from ._client import add_connection_arguments
 
-__all__ = ["add_relay_arguments", "add_consume_arguments", "ENV_REDIS_URL"]
+__all__ = ["add_relay_arguments", "add_relay_status_arguments", "add_consume_arguments", "ENV_REDIS_URL"]
 
 ENV_REDIS_URL = "SIGNALWIRE_REDIS_URL"
 
@@ -22,6 +22,7 @@ ENV_REDIS_URL = "SIGNALWIRE_REDIS_URL"
 DEFAULT_LEASE_TTL = 10.0
 DEFAULT_MAXLEN = 100_000
 DEFAULT_SEEN_TTL = 24 * 3600.0
+DEFAULT_FLEET = "default"
 
 
 def _add_connection(parser: argparse.ArgumentParser, *, token_help: Optional[str] = None) -> None:
@@ -31,7 +32,7 @@ def _add_connection(parser: argparse.ArgumentParser, *, token_help: Optional[str
         metavar="URL",
         help=f"Redis URL, e.g. redis://localhost:6379/0 (default: ${ENV_REDIS_URL})",
     )
-    parser.add_argument("--stream", metavar="NAME", help="stream name (default: signalwire:conversation:<own address id>)")
+    parser.add_argument("--stream", metavar="NAME", help="stream name (default: signalwire:conversation:{<own address id>})")
     group = parser.add_argument_group("SignalWire")
     if token_help is None:
         add_connection_arguments(group)
@@ -69,6 +70,49 @@ def add_relay_arguments(parser: argparse.ArgumentParser) -> None:
         "--buffer-size", type=positive_int, default=10_000, metavar="N",
         help="live messages held while Redis is slow or down; beyond, they are recovered over REST later",
     )
+    fleet = parser.add_argument_group(
+        "many subscribers (a fleet)",
+        "Relay many subscribers in this process, sharing them fairly with the other relays of the "
+        "same --fleet (any machines): each takes about subscribers / live relays of the leases; a "
+        "dead relay's subscribers move to the others within about --lease-ttl.",
+    )
+    fleet.add_argument(
+        "--subscriber", action="append", default=[], metavar="REF",
+        help="a subscriber (reference or email) whose token is minted from the project credentials "
+        "(SIGNALWIRE_PROJECT_ID, SIGNALWIRE_API_TOKEN, SIGNALWIRE_SPACE); repeatable",
+    )
+    fleet.add_argument(
+        "--subscribers-file", metavar="PATH",
+        help="subscriber references, one a line (blank lines and # comments ignored), tokens minted as for --subscriber",
+    )
+    fleet.add_argument(
+        "--tokens-file", metavar="PATH",
+        help="subscriber access tokens, one a line, for setups without project credentials",
+    )
+    fleet.add_argument(
+        "--fleet", default=DEFAULT_FLEET, metavar="NAME",
+        help=f"relays with the same fleet name share the subscribers (default: {DEFAULT_FLEET})",
+    )
+
+
+def add_relay_status_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``relay-status``."""
+    parser.description = (
+        "Show a relay fleet as Redis sees it: the live relays (id host:pid:random, subscribers, "
+        "leases held), then every subscriber's stream: who holds its lease and since when, how "
+        "long the lease has left, the stream's length, and how old its checkpoint is (the newest "
+        "message appended)."
+    )
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get(ENV_REDIS_URL),
+        metavar="URL",
+        help=f"Redis URL, e.g. redis://localhost:6379/0 (default: ${ENV_REDIS_URL})",
+    )
+    parser.add_argument(
+        "--fleet", default=DEFAULT_FLEET, metavar="NAME", help=f"the fleet to show (default: {DEFAULT_FLEET})"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of the tables")
 
 
 def add_consume_arguments(parser: argparse.ArgumentParser) -> None:

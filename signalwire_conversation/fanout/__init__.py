@@ -2,8 +2,11 @@
 
 * :class:`Relay` holds a :class:`~signalwire_conversation.Client`, and while it holds the lease
   (one active relay per stream, any number on standby) appends every new message to the stream
-  ``signalwire:conversation:<own address id>``: fenced by the lease, de-duplicated by message
+  ``signalwire:conversation:{<own address id>}``: fenced by the lease, de-duplicated by message
   id, gap-filled over REST after a failover.
+* :class:`Fleet` runs the relays of many subscribers in one process and shares them fairly
+  with the other processes of the same fleet (a heartbeat per process, a share of the leases
+  each, hand-overs to a newcomer, failover to the survivors).
 * :class:`StreamConsumer` reads that stream as one consumer of a consumer group (at-least-once,
   with ``XAUTOCLAIM`` of entries a dead consumer left behind), yielding decoded
   :class:`~signalwire_conversation.ConversationMessageEvent` objects with their entry ids.
@@ -13,14 +16,22 @@ Needs the ``redis`` extra: ``pip install "signalwire-conversation[redis]"``. See
 """
 
 from ._redis import INSTALL_HINT  # first: a missing redis package fails here, clearly
-from .commands import add_consume_arguments, add_relay_arguments, run_consume, run_relay
+from .commands import add_consume_arguments, add_relay_arguments, run_consume, run_relay, run_relay_status
 from .consumer import StreamConsumer, StreamMessage
+from .fleet import Fleet, FleetKeys
 from .lease import Lease
-from .relay import DEFAULT_LEASE_TTL, Relay, RelayState, default_stream_name
+from .relay import DEFAULT_LEASE_TTL, LeaseGate, Relay, RelayState, default_stream_name
+from .status import fleet_status, format_status
 from .stream import DEFAULT_MAXLEN, DEFAULT_SEEN_TTL, Checkpoint, Fenced, StreamKeys, StreamWriter
 
 __all__ = [
     "Relay",
+    "Fleet",
+    "FleetKeys",
+    "LeaseGate",
+    "fleet_status",
+    "format_status",
+    "run_relay_status",
     "RelayState",
     "StreamConsumer",
     "StreamMessage",

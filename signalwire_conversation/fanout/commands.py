@@ -16,14 +16,29 @@ from typing import Any, Callable, Dict, List, Optional, TextIO
 # SDK's errors at module level, and this package only when a delegated command runs: no cycle).
 from ..cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CLIError, client_from_args, token_from_args
 from ..cli._errors import error_line
-from ..cli.fanout_args import ENV_REDIS_URL, add_consume_arguments, add_relay_arguments
+from ..cli.fanout_args import (
+    ENV_REDIS_URL,
+    add_consume_arguments,
+    add_relay_arguments,
+    add_relay_status_arguments,
+)
 from .._logging import redact
 from ..errors import AuthenticationError, ConfigurationError, SignalWireError, ValidationError
 from ._redis import describe
 from .consumer import StreamConsumer, StreamMessage
+from .fleet import Fleet
 from .relay import Relay, default_stream_name
+from .status import fleet_status, format_status
 
-__all__ = ["add_relay_arguments", "run_relay", "add_consume_arguments", "run_consume", "main"]
+__all__ = [
+    "add_relay_arguments",
+    "run_relay",
+    "add_relay_status_arguments",
+    "run_relay_status",
+    "add_consume_arguments",
+    "run_consume",
+    "main",
+]
 
 LOGGER_NAME = "signalwire_conversation.fanout"
 SDK_LOGGER_NAME = "signalwire_conversation"
@@ -112,11 +127,108 @@ def _error(stderr: TextIO, message: str, code: int) -> int:
     return code
 
 
+def _lines(path: str, what: str) -> List[str]:
+    """The non-blank, non-comment lines of ``path`` (a clear error when unreadable or empty)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {path!r}: {exc.strerror or exc}") from None
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise ConfigurationError(f"{what} {path!r} has no entries")
+    return lines
+
+
+def _fleet_sources(args: argparse.Namespace) -> "list[tuple[str, str]]":
+    """The subscribers of a fleet relay, as ``("token", SAT)`` or ``("reference", REF)``."""
+    sources = [("reference", ref.strip()) for ref in args.subscriber]
+    if any(not ref for _, ref in sources):
+        raise ConfigurationError("--subscriber needs a subscriber reference, got an empty one")
+    if args.subscribers_file:
+        sources += [("reference", ref) for ref in _lines(args.subscribers_file, "--subscribers-file")]
+    if args.tokens_file:
+        sources += [("token", token) for token in _lines(args.tokens_file, "--tokens-file")]
+    seen: "set[tuple[str, str]]" = set()
+    unique = [s for s in sources if not (s in seen or seen.add(s))]  # type: ignore[func-returns-value]
+    return unique
+
+
+def _new_client(args: argparse.Namespace, source: "tuple[str, str]", tokens: Any, on_state_change: Callable[[Any], None]) -> Any:
+    """The one place a fleet relay makes a subscriber's client."""
+    from ..client import Client
+
+    options: Dict[str, Any] = dict(
+        base_url=getattr(args, "base_url", None),
+        relay_url=getattr(args, "relay_url", None),
+        allow_insecure=bool(getattr(args, "allow_insecure", False)),
+        on_state_change=on_state_change,
+        resolve_names=False,  # the relay appends what the server sends; no directory lookups
+    )
+    kind, value = source
+    if kind == "token":
+        return Client(token=value, **options)
+    return Client.for_subscriber(value, tokens=tokens, **options)
+
+
+def run_fleet(args: argparse.Namespace, stderr: TextIO) -> int:
+    """``relay`` with ``--subscriber``/``--subscribers-file``/``--tokens-file``: a fleet relay."""
+    if getattr(args, "token", None):
+        return _error(stderr, "--token runs one subscriber; with --subscriber, --subscribers-file or "
+                      "--tokens-file put every token in --tokens-file", EXIT_USAGE)
+    clients: List[Any] = []
+    fleet: Optional[Fleet] = None
+    relays: List[Any] = []
+    undo_logging = _setup_logging(args.log_level, stderr)
+    try:
+        try:
+            sources = _fleet_sources(args)
+            tokens = None
+            if any(kind == "reference" for kind, _ in sources):
+                from ..tokens import SubscriberTokens
+
+                tokens = SubscriberTokens()
+            for i, source in enumerate(sources):
+                def on_state(state: Any, i: int = i) -> None:  # a dead listener stops that relay at once
+                    if i < len(relays):
+                        relays[i].on_connection_state(state)
+
+                clients.append(_new_client(args, source, tokens, on_state))
+            fleet = Fleet(
+                clients, args.redis, name=args.fleet, lease_ttl=args.lease_ttl,
+                maxlen=args.maxlen or None, seen_ttl=args.seen_ttl, buffer_size=args.buffer_size,
+            )
+            relays.extend(fleet.relays)
+        except CLIError as exc:
+            return _error(stderr, exc.message, exc.code)
+        except (ConfigurationError, ValidationError, ValueError) as exc:
+            return _error(stderr, str(exc), EXIT_USAGE)
+        except AuthenticationError as exc:
+            return _error(stderr, f"authentication failed: {exc} (check the project credentials)", EXIT_FAILURE)
+        with _Signals(fleet.request_stop) as signals:
+            fleet.start()
+            fleet.join()
+        if signals.received:
+            logging.getLogger(LOGGER_NAME).info("stopped by signal %d", signals.received[0])
+        errors = fleet.errors
+        if errors and len(errors) == len(fleet.relays):
+            stream, first = next(iter(errors.items()))
+            return _error(stderr, f"every subscriber's relay stopped; first ({stream}): {type(first).__name__}: {first}",
+                          EXIT_FAILURE)
+        return EXIT_OK
+    finally:
+        for client in clients:
+            client.close()
+        undo_logging()
+
+
 def run_relay(args: argparse.Namespace) -> int:
     """Run ``relay`` until SIGINT/SIGTERM; returns the exit status."""
     stderr = sys.stderr
     if not args.redis:
         return _error(stderr, f"no Redis URL: pass --redis redis://HOST:PORT/DB or set {ENV_REDIS_URL}", EXIT_USAGE)
+    if getattr(args, "subscriber", None) or getattr(args, "subscribers_file", None) or getattr(args, "tokens_file", None):
+        return run_fleet(args, stderr)
     client: Any = None
     relay: Optional[Relay] = None
     undo_logging = _setup_logging(
@@ -166,13 +278,35 @@ def run_relay(args: argparse.Namespace) -> int:
         undo_logging()
 
 
+def run_relay_status(args: argparse.Namespace, *, stdout: Optional[TextIO] = None) -> int:
+    """Run ``relay-status``: the fleet's tables (or ``--json``) on stdout."""
+    out = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr
+    if not args.redis:
+        return _error(stderr, f"no Redis URL: pass --redis redis://HOST:PORT/DB or set {ENV_REDIS_URL}", EXIT_USAGE)
+    from ._redis import UNAVAILABLE, error_text
+
+    try:
+        status = fleet_status(args.redis, args.fleet)
+    except (ConfigurationError, ValueError) as exc:
+        return _error(stderr, str(exc), EXIT_USAGE)
+    except UNAVAILABLE as exc:
+        return _error(stderr, f"cannot reach Redis: {error_text(exc)}", EXIT_FAILURE)
+    if args.json:
+        out.write(json.dumps(status, indent=2) + "\n")
+    else:
+        out.write(format_status(status))
+    out.flush()
+    return EXIT_OK
+
+
 def _consumer_stream(args: argparse.Namespace) -> str:
     if args.stream:
         return str(args.stream)
     if token_from_args(args) is None:
         raise ConfigurationError(
             "pass --stream NAME, or a token (--token-file, --token or SIGNALWIRE_TOKEN) to find the default "
-            "stream signalwire:conversation:<own address id>"
+            "stream signalwire:conversation:{<own address id>}"
         )
     client = client_from_args(args)
     try:
@@ -246,10 +380,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m signalwire_conversation.fanout")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_relay_arguments(sub.add_parser("relay", help="publish a subscriber's messages to a Redis stream"))
+    add_relay_status_arguments(sub.add_parser("relay-status", help="show a relay fleet"))
     add_consume_arguments(sub.add_parser("consume", help="print a stream's events as JSON lines"))
     args = parser.parse_args(argv)
     if args.command == "relay":
         return run_relay(args)
+    if args.command == "relay-status":
+        return run_relay_status(args)
     if args.command == "consume":
         return run_consume(args)
     parser.print_help()

@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Protocol, Union
 
 from ..errors import (
     AuthenticationError,
@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
     from ..realtime import ConnectionState
 
-__all__ = ["Relay", "RelayState", "default_stream_name", "DEFAULT_LEASE_TTL"]
+__all__ = ["Relay", "RelayState", "LeaseGate", "default_stream_name", "DEFAULT_LEASE_TTL"]
 
 logger = logging.getLogger("signalwire_conversation.fanout.relay")
 
@@ -65,14 +65,46 @@ STANDBY_POLL = 1.0
 #: An active relay looks at its client's listener at least this often (seconds), for a listener
 #: that died without telling (``on_connection_state`` makes it immediate).
 LISTENER_CHECK = 0.25
+#: With a gate: a relay that handed its lease over does not ask for it again for this long
+#: (seconds), so that the relay it was handed to gets it.
+HANDOVER_COOLDOWN = 3.0
+#: With a gate that allows only its slack: how long a lease must have been seen free before a
+#: relay already at its share takes it (relays under their share take it first).
+SLACK_GRACE = 1.5
 
 # Errors that no retry will fix: the relay stops (and says why).
 _FATAL = (AuthenticationError, PermissionDeniedError, ConfigurationError)
 
 
 def default_stream_name(address_id: str) -> str:
-    """``signalwire:conversation:<address id>``: the stream of one subscriber's messages."""
-    return STREAM_PREFIX + address_id
+    """``signalwire:conversation:{<address id>}``: the stream of one subscriber's messages.
+
+    The braces are a Redis Cluster hash tag: the stream's keys (``:lease``, ``:checkpoint``,
+    ``:seen:<id>``) are all named after it, so they share one slot.
+    """
+    return STREAM_PREFIX + "{" + address_id + "}"
+
+
+class LeaseGate(Protocol):
+    """What a :class:`Relay` asks before taking a free lease and while holding one (the fleet's
+    fair share, :class:`~signalwire_conversation.fanout.Fleet`). Never consulted to keep a
+    lease: a gate can only make a relay take less, or hand a lease over cleanly."""
+
+    #: Held while a relay decides and asks Redis for a lease (one decision at a time).
+    lock: threading.Lock
+
+    def may_take(self) -> Optional[bool]:
+        """``True``: take a free lease; ``None``: only one seen free for ``SLACK_GRACE``
+        seconds (the slack); ``False``: do not ask."""
+
+    def taken(self) -> None:
+        """The relay just took a lease (called under :attr:`lock`)."""
+
+    def should_hand_over(self) -> bool:
+        """Asked by an active relay between batches: ``True`` to hand its lease over now."""
+
+    def handed_over(self) -> None:
+        """The relay released the lease it was told to hand over."""
 
 
 class RelayState(enum.Enum):
@@ -97,7 +129,7 @@ class Relay:
 
     Arguments: ``client`` (a :class:`~signalwire_conversation.Client`; the relay does not close
     it), ``redis`` (a URL or a ``redis.Redis``), ``stream`` (default
-    ``signalwire:conversation:<own address id>``), ``lease_ttl`` (seconds), ``maxlen``
+    ``signalwire:conversation:{<own address id>}``), ``lease_ttl`` (seconds), ``maxlen``
     (approximate stream cap, ``None`` for none), ``seen_ttl`` (seconds a message id is
     remembered for de-duplication), ``buffer_size`` (live messages held while Redis is slow or
     down), ``batch_size`` (messages per append), ``on_state_change(state)``.
@@ -125,6 +157,8 @@ class Relay:
         subscribe_timeout: float = 15.0,
         backoff: "tuple[float, float]" = (0.2, 10.0),
         on_state_change: Optional[Callable[[RelayState], None]] = None,
+        token: Optional[str] = None,
+        gate: Optional[LeaseGate] = None,
     ) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be positive seconds, got {lease_ttl!r}")
@@ -142,7 +176,15 @@ class Relay:
         self._backoff = backoff
         self._on_state_change = on_state_change
         #: This relay's lease token (``host:pid:random``), also the ``relay`` field of its entries.
-        self.token = new_holder_token()
+        self.token = token or new_holder_token()
+        self._gate = gate
+        self._cooldown_until = 0.0  # with a gate: no acquire before this (after a hand-over)
+        self._free_since: Optional[float] = None  # with a gate: the lease first seen free
+        self._handing_over = False
+        #: Wall-clock time this relay last took the lease (``None`` while it holds none).
+        self.lease_since: Optional[float] = None
+        #: Leases handed over to balance a fleet.
+        self.handovers = 0
 
         #: Counters: messages appended, repeats dropped by the script, messages dropped from a
         #: full buffer (recovered by gap fill), gap fills run, messages recovered by them.
@@ -173,6 +215,12 @@ class Relay:
     @property
     def state(self) -> RelayState:
         return self._state
+
+    @property
+    def holds_lease(self) -> bool:
+        """Whether this relay certainly holds its stream's lease right now (no Redis call)."""
+        lease = self._lease
+        return lease is not None and lease.held()
 
     def run(self) -> None:
         """Run until :meth:`stop` (blocking). Releases the lease on the way out.
@@ -308,7 +356,8 @@ class Relay:
             self.redis, self.stream, token=self.token, maxlen=self.maxlen, seen_ttl=self.seen_ttl
         )
         self._set_state(RelayState.STANDBY, log=False)
-        logger.info(
+        logger.log(
+            logging.DEBUG if self._gate is not None else logging.INFO,
             "relay %s starting on stream %r at %s (lease TTL %.1f s)",
             self.token, self.stream, describe(self.redis), self.lease_ttl,
         )
@@ -355,15 +404,25 @@ class Relay:
         while not self._stop.is_set():
             wait = lease.ttl / 3
             try:
-                if lease.held():
+                if self._handing_over:
+                    pass  # the worker releases it
+                elif lease.held():
                     if not lease.renew():
+                        self.lease_since = None
                         logger.warning("relay %s lost the lease to %r", self.token, lease.holder())
                         self._wake()
                         continue
+                elif self._gate is not None:
+                    if self._gated_acquire(lease):
+                        self._took_lease()
+                        seen_holder = None
+                    elif lease.other_remaining is not None:
+                        wait = min(wait, STANDBY_POLL, lease.other_remaining + 0.005)
+                    else:
+                        wait = min(wait, STANDBY_POLL)
                 elif lease.acquire():
-                    self._held_lease = True
+                    self._took_lease()
                     seen_holder = None
-                    self._wake()
                 elif lease.other_remaining is not None:
                     # Wake just after the other holder's lease would expire, and at least
                     # every STANDBY_POLL seconds (a released lease is taken over at once).
@@ -395,6 +454,40 @@ class Relay:
                 logger.exception("relay %s: lease keeper failed (%s); retrying in %.1f s", self.token, exc, wait)
             self._stop.wait(wait)
 
+    def _took_lease(self) -> None:
+        self._held_lease = True
+        self.lease_since = time.time()
+        self._wake()
+
+    def _gated_acquire(self, lease: Lease) -> bool:
+        """Ask for the lease if the gate allows it now (never a held lease: ``SET NX``)."""
+        gate = self._gate
+        assert gate is not None
+        now = time.monotonic()
+        if now < self._cooldown_until:
+            return False
+        verdict = gate.may_take()
+        if verdict is False:
+            self._free_since = None
+            lease.other_remaining = None
+            return False
+        if verdict is None:  # only the slack: a lease nobody under their share wanted
+            if lease.holder() is not None:
+                self._free_since = None
+                return False
+            if self._free_since is None:
+                self._free_since = now
+            if now - self._free_since < SLACK_GRACE:
+                return False
+        with gate.lock:
+            if gate.may_take() is False:
+                return False
+            if not lease.acquire():
+                return False
+            gate.taken()
+        self._free_since = None
+        return True
+
     def _wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
@@ -418,7 +511,11 @@ class Relay:
                         self._idle(lease.ttl / 3)
                     continue
                 if not lease.held():
+                    self.lease_since = None
                     self._deactivate("the lease expired or was taken over")
+                    continue
+                if self._gate is not None and not self._need_gap_fill and self._gate.should_hand_over():
+                    self._hand_over()
                     continue
                 if self._need_gap_fill:
                     self._gap_fill()
@@ -505,7 +602,7 @@ class Relay:
             raise
         self._set_state(RelayState.ACTIVE)
 
-    def _deactivate(self, reason: str) -> None:
+    def _deactivate(self, reason: str, *, level: int = logging.WARNING) -> None:
         with self._cond:
             self._generation += 1
             self._active = False
@@ -519,8 +616,26 @@ class Relay:
             except Exception as exc:  # never let a teardown failure keep us "active"
                 logger.warning("unsubscribe failed: %s", error_text(exc))
         if not self._stop.is_set():
-            logger.warning("relay %s is STANDBY: %s", self.token, reason)
+            logger.log(level, "relay %s is STANDBY on %r: %s", self.token, self.stream, reason)
             self._set_state(RelayState.STANDBY, log=False)
+
+    def _hand_over(self) -> None:
+        """Let the lease go for another relay of the fleet: append what is buffered, stop,
+        release (the taker gap-fills from the checkpoint, so nothing received after the last
+        append is lost)."""
+        gate = self._gate
+        assert gate is not None
+        self._handing_over = True
+        try:
+            self._flush_on_stop(budget=1.0)
+            self._deactivate("handed the lease over to balance the fleet", level=logging.INFO)
+            self._cooldown_until = time.monotonic() + HANDOVER_COOLDOWN
+            self._release_quietly()
+            self.lease_since = None
+            self.handovers += 1
+        finally:
+            self._handing_over = False
+            gate.handed_over()
 
     def _release_quietly(self) -> None:
         lease = self._lease

@@ -40,7 +40,7 @@ def start_relay(emu: Any, alice: Any, redis_url: str, *extra: str, token: Option
 
 
 def stream_of(alice: Any) -> str:
-    return f"signalwire:conversation:{alice.address_id}"
+    return f"signalwire:conversation:{{{alice.address_id}}}"
 
 
 def inject(emu: Any, people: Tuple[Any, Any, Any], start: int, stop: int, chunk: int = 50) -> None:
