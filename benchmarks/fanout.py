@@ -8,6 +8,11 @@ Run: ``python -m benchmarks.fanout [--messages N] [--failovers K] [--lease-ttl S
   (``emu.send_messages``); the figure is N / (time from the burst to the N-th stream entry).
   The emulator's own push time and the raw append rate of the Lua script (``StreamWriter``,
   batches of 200, no websocket) are reported beside it as floors.
+* **Fleet**: one fleet relay process (``relay --tokens-file``) holding ``--fleet-subscribers``
+  subscribers: the time until it holds every lease with every websocket authenticated, then
+  messages/s for a burst spread over all subscribers; a second process joins (time until it
+  has its share by hand-over), then the first is SIGKILLed (time until the second holds every
+  lease again).
 * **Failover**: two relay processes with the same token; the active one is SIGKILLed while
   messages flow; reported: time from the kill to the standby's "is ACTIVE" log line, and to its
   first stream entry (which includes the REST gap fill of the backlog), over K repetitions.
@@ -189,12 +194,85 @@ def failover(emu: Emulator, rs: _Redis, ttl: float, backlog: int) -> Dict[str, f
             b.stop()
 
 
+def fleet(emu: Emulator, rs: _Redis, n: int, messages: int, ttl: float) -> Dict[str, float]:
+    tag = time.monotonic_ns()
+    sender = emu.add_subscriber(f"hq-{tag}")
+    subs = [emu.add_subscriber(f"agent-{tag}-{i}") for i in range(n)]
+    streams = [f"signalwire:conversation:{{{s.address_id}}}" for s in subs]
+    fleet_name = f"bench-{tag}"
+    tokens = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
+    tokens.write("\n".join(s.token for s in subs) + "\n")
+    tokens.close()
+
+    def start() -> "subprocess.Popen[bytes]":
+        return subprocess.Popen(
+            [sys.executable, "-m", "signalwire_conversation.fanout", "relay", "--redis", rs.url,
+             "--tokens-file", tokens.name, "--fleet", fleet_name, "--lease-ttl", str(ttl),
+             "--base-url", emu.base_url, "--log-level", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def holders() -> Dict[str, int]:
+        pipe = rs.client.pipeline(transaction=False)
+        for stream in streams:
+            pipe.get(f"{stream}:lease")
+        counts: Dict[str, int] = {}
+        for holder in pipe.execute():
+            if holder is not None:
+                counts[holder] = counts.get(holder, 0) + 1
+        return counts
+
+    procs: List["subprocess.Popen[bytes]"] = []
+    try:
+        started = time.monotonic()
+        procs.append(start())
+        _wait(lambda: sum(holders().values()) == n, 600, f"one process holding {n} leases")
+        for sub in subs:
+            emu.wait_connected(sub, count=1, timeout=600)
+        hold_all = time.monotonic() - started
+        (first_id,) = holders()
+        per_sub = max(1, messages // n)
+        before = sum(rs.client.xlen(s) for s in streams)
+        t0 = time.perf_counter()
+        for sub in subs:
+            emu.send_messages(sender, sub.address_id, [f"m{i}" for i in range(per_sub)])
+        pushed = time.perf_counter() - t0
+        total = per_sub * n
+        _wait(lambda: sum(rs.client.xlen(s) for s in streams) >= before + total, 600, f"{total} entries")
+        elapsed = time.perf_counter() - t0
+        joined = time.monotonic()
+        procs.append(start())
+        share = -(-n // 2)
+        _wait(lambda: len(holders()) == 2 and min(holders().values()) >= share - 1, 600, "the second process's share")
+        rebalance = time.monotonic() - joined
+        procs[0].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        _wait(lambda: holders().get(first_id, 0) == 0 and sum(holders().values()) == n, 600,
+              "the survivor holding every lease")
+        failover_s = time.monotonic() - killed
+        return {"subscribers": n, "hold_all_seconds": hold_all, "messages": total, "seconds": elapsed,
+                "per_second": total / elapsed, "emulator_push_seconds": pushed,
+                "rebalance_seconds": rebalance, "failover_seconds": failover_s, "lease_ttl": ttl}
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        os.unlink(tokens.name)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fanout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=5000, help="burst size for the throughput case")
     parser.add_argument("--failovers", type=int, default=3, help="failover repetitions")
     parser.add_argument("--lease-ttl", type=float, default=2.0, help="lease TTL of the relays, seconds")
     parser.add_argument("--backlog", type=int, default=200, help="messages before and after each kill")
+    parser.add_argument("--fleet-subscribers", type=int, default=1000, help="subscribers of the fleet case (0: skip it)")
+    parser.add_argument("--fleet-messages", type=int, default=5000, help="messages of the fleet burst, spread evenly")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
 
@@ -204,6 +282,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raw = raw_append_rate(rs.client, args.messages)
             tp = throughput(emu, rs, args.messages, args.lease_ttl)
             runs = [failover(emu, rs, args.lease_ttl, args.backlog) for _ in range(args.failovers)]
+            fl = fleet(emu, rs, args.fleet_subscribers, args.fleet_messages, args.lease_ttl) if args.fleet_subscribers else None
     finally:
         rs.close()
     to_active = [r["to_active"] for r in runs]
@@ -219,6 +298,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "to_first_append_median": statistics.median(to_append),
             "to_first_append_max": max(to_append),
         },
+        "fleet": fl,
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     }
@@ -229,6 +309,12 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"{statistics.median(to_active):.2f} s median / {max(to_active):.2f} s max; first append after "
           f"{statistics.median(to_append):.2f} s median / {max(to_append):.2f} s max "
           f"(includes the REST gap fill of {args.backlog} messages)")
+    if fl is not None:
+        print(f"fleet, one process, {fl['subscribers']} subscribers: all leases held and websockets up after "
+              f"{fl['hold_all_seconds']:.1f} s; {fl['per_second']:,.0f} messages/s ({fl['messages']} spread over "
+              f"all in {fl['seconds']:.2f} s; emulator push alone {fl['emulator_push_seconds']:.2f} s); a second "
+              f"process had its share after {fl['rebalance_seconds']:.1f} s; after SIGKILL of the first, the "
+              f"second held all after {fl['failover_seconds']:.1f} s (lease TTL {fl['lease_ttl']:g} s)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(results, fh, indent=2)

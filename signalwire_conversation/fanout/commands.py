@@ -176,6 +176,9 @@ def run_fleet(args: argparse.Namespace, stderr: TextIO) -> int:
     if getattr(args, "token", None):
         return _error(stderr, "--token runs one subscriber; with --subscriber, --subscribers-file or "
                       "--tokens-file put every token in --tokens-file", EXIT_USAGE)
+    if getattr(args, "stream", None):
+        return _error(stderr, "--stream names one subscriber's stream; a fleet relay uses each "
+                      "subscriber's own (signalwire:conversation:{<address id>})", EXIT_USAGE)
     clients: List[Any] = []
     fleet: Optional[Fleet] = None
     relays: List[Any] = []

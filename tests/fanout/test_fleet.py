@@ -1,0 +1,98 @@
+"""The fleet in one process: share arithmetic, the command line's refusals, two fleets sharing
+subscribers minted from project credentials, relay-status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import pytest
+
+from .conftest import wait_until
+
+testing = pytest.importorskip("signalwire_conversation.testing")
+pytestmark = pytest.mark.redis
+
+from signalwire_conversation import Client, SubscriberTokens  # noqa: E402
+from signalwire_conversation.fanout import Fleet, FleetKeys, fleet_status, format_status  # noqa: E402
+from signalwire_conversation.fanout.commands import main  # noqa: E402
+from signalwire_conversation.fanout.fleet import default_slack, fair_share  # noqa: E402
+
+
+def test_share_and_slack() -> None:
+    assert fair_share(300, 3) == 100 and fair_share(61, 4) == 16 and fair_share(5, 0) == 5
+    assert default_slack(100) == 5 and default_slack(10) == 1
+    assert FleetKeys("a").relays == "signalwire:fleet:{a}:relays"
+    assert FleetKeys("a").record("h:1:x") == "signalwire:fleet:{a}:relay:h:1:x"
+    with pytest.raises(ValueError, match="braces"):
+        FleetKeys("{x}")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--tokens-file", "/nonexistent/tokens"], "cannot read --tokens-file '/nonexistent/tokens'"),
+        (["--tokens-file", "EMPTY"], "has no entries"),
+        (["--tokens-file", "EMPTY", "--token", "x"], "--token runs one subscriber"),
+        (["--subscriber", "a", "--stream", "s"], "--stream names one subscriber's stream"),
+        (["--subscriber", " "], "--subscriber needs a subscriber reference"),
+    ],
+)
+def test_the_command_line_refuses(
+    extra: List[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], redis_server: Any
+) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n\n")
+    argv = ["relay", "--redis", redis_server.url] + [str(empty) if a == "EMPTY" else a for a in extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.fixture
+def emu() -> Iterator[Any]:
+    with testing.Emulator() as emulator:
+        yield emulator
+
+
+def test_two_fleets_share_subscribers_from_project_credentials(emu: Any, r: Any, redis_server: Any) -> None:
+    bob = emu.add_subscriber("bob")
+    agents = [emu.add_subscriber(f"agent{i}") for i in range(4)]
+    tokens = SubscriberTokens(emu.project_id, emu.api_token, emu.space_url)
+
+    def fleet() -> Fleet:
+        clients = [Client.for_subscriber(f"agent{i}", tokens=tokens, base_url=emu.base_url,
+                                         resolve_names=False) for i in range(4)]
+        return Fleet(clients, redis_server.url, name="unit", lease_ttl=1.0)
+
+    a = fleet().start()
+    b = fleet()
+    try:
+        wait_until(lambda: a.held() == 4, 10, "the first fleet holding every lease")
+        b.start()
+        wait_until(lambda: a.held() == 2 and b.held() == 2, 10, "two leases each")
+        for agent in agents:
+            emu.wait_connected(agent, count=1, timeout=10)
+            emu.send_message(bob, agent.address_id, f"to {agent.name}")
+        streams = [f"signalwire:conversation:{{{agent.address_id}}}" for agent in agents]
+        wait_until(lambda: all(r.xlen(s) == 1 for s in streams), 10, "one entry per stream")
+        # lease ages come from the relays' records, renewed every heartbeat (TTL / 3)
+        wait_until(lambda: all(s["lease_age"] is not None for s in fleet_status(redis_server.url, "unit")["streams"]),
+                   5, "every lease age")
+        status = fleet_status(redis_server.url, "unit")
+        assert status["live_relays"] == 2 and status["subscribers"] == 4 and status["share"] == 2
+        assert status["unheld"] == 0
+        assert {s["holder"] for s in status["streams"]} == {a.id, b.id}
+        assert all(s["length"] == 1 and s["lease_age"] >= 0 and 0 <= s["lease_ttl"] <= 1.0
+                   and s["checkpoint_lag"] >= 0 for s in status["streams"])
+        table = format_status(status)
+        assert "2 live relay(s), 4 subscriber(s), share 2, 0 stream(s) without a holder" in table
+        assert a.id in table and streams[0] in table
+        assert main(["relay-status", "--redis", redis_server.url, "--fleet", "unit"]) == 0
+    finally:
+        a.stop()
+        b.stop()
+        for f in (a, b):
+            for relay in f.relays:
+                relay.client.close()
+    assert all(r.get(f"{s}:lease") is None for s in streams), "a clean stop releases every lease"
+    assert fleet_status(redis_server.url, "unit")["live_relays"] == 0
