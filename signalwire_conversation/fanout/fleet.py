@@ -25,6 +25,7 @@ stream (``signalwire:conversation:{<address id>}``), so a fleet runs on Redis Cl
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import math
@@ -172,7 +173,7 @@ class Fleet:
         self.relays: List[Relay] = [
             Relay(
                 client, self.redis, lease_ttl=self.lease_ttl, maxlen=maxlen, seen_ttl=seen_ttl,
-                buffer_size=buffer_size, backoff=backoff, token=self.id, gate=self,
+                buffer_size=buffer_size, backoff=backoff, token=self.id, gate=self, keeper=False,
             )
             for client in clients
         ]
@@ -245,6 +246,8 @@ class Fleet:
             for relay in self.relays:
                 if not self._stop.is_set():
                     relay.start()
+            keeper = threading.Thread(target=self._keep_leases, name="sw-fleet-leases", daemon=True)
+            keeper.start()
             period = self.heartbeat_ttl / 3
             last_report = ""
             while not self._stop.wait(period):
@@ -304,6 +307,23 @@ class Fleet:
             if relay.error is not None:
                 out[relay.stream or f"#{i}"] = relay.error
         return out
+
+    def _keep_leases(self) -> None:
+        """The one lease keeper of every relay of this process: each relay's turn when it is
+        due (renewals every TTL / 3, free leases asked for as the share allows)."""
+        due = [(0.0, i) for i in range(len(self.relays))]
+        heapq.heapify(due)
+        while due and not self._stop.is_set():
+            at, i = due[0]
+            now = time.monotonic()
+            if at > now:
+                self._stop.wait(min(at - now, 0.5))
+                continue
+            heapq.heappop(due)
+            relay = self.relays[i]
+            if relay.state is RelayState.STOPPED:
+                continue  # stopped for good (its error is in fleet.errors)
+            heapq.heappush(due, (time.monotonic() + relay.lease_step(), i))
 
     def _shutdown(self) -> None:
         for relay in self.relays:

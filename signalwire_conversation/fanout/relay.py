@@ -132,7 +132,11 @@ class Relay:
     ``signalwire:conversation:{<own address id>}``), ``lease_ttl`` (seconds), ``maxlen``
     (approximate stream cap, ``None`` for none), ``seen_ttl`` (seconds a message id is
     remembered for de-duplication), ``buffer_size`` (live messages held while Redis is slow or
-    down), ``batch_size`` (messages per append), ``on_state_change(state)``.
+    down), ``batch_size`` (messages per append), ``on_state_change(state)``, ``token`` (the
+    lease token, default a new ``host:pid:random``), ``gate`` (a :class:`LeaseGate` deciding
+    when to take a free lease and when to hand one over: a fleet's fair share) and ``keeper``
+    (``False``: no keeper thread of its own; somebody calls :meth:`lease_step`, as a fleet's
+    one keeper does).
 
     If the client's listener dies for good (a revoked token), the relay stops: it releases the
     lease for a standby and :meth:`run` raises the listener's error. It notices within
@@ -159,6 +163,7 @@ class Relay:
         on_state_change: Optional[Callable[[RelayState], None]] = None,
         token: Optional[str] = None,
         gate: Optional[LeaseGate] = None,
+        keeper: bool = True,
     ) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be positive seconds, got {lease_ttl!r}")
@@ -178,6 +183,15 @@ class Relay:
         #: This relay's lease token (``host:pid:random``), also the ``relay`` field of its entries.
         self.token = token or new_holder_token()
         self._gate = gate
+        self._own_keeper = keeper
+        self._lease_lock = threading.Lock()  # one lease turn, hand-over or release at a time
+        self._keeper_backoff = Backoff(*backoff)
+        self._redis_down = False
+        self._seen_holder: Optional[str] = None
+        self._quiet = logging.INFO if gate is None else logging.DEBUG
+        # In a fleet the client's state changes are handed to on_connection_state (the command
+        # line does): the periodic look is only a fallback, and a thousand relays wake less.
+        self._listener_check = LISTENER_CHECK if gate is None else 1.0
         self._cooldown_until = 0.0  # with a gate: no acquire before this (after a hand-over)
         self._free_since: Optional[float] = None  # with a gate: the lease first seen free
         self._handing_over = False
@@ -232,9 +246,10 @@ class Relay:
             self._setup()
             if self._stop.is_set():
                 return
-            keeper = threading.Thread(target=self._keep_lease, name="sw-fanout-lease", daemon=True)
-            self._keeper = keeper
-            keeper.start()
+            if self._own_keeper:
+                keeper = threading.Thread(target=self._keep_lease, name="sw-fanout-lease", daemon=True)
+                self._keeper = keeper
+                keeper.start()
             self._work()
         finally:
             self._shutdown()
@@ -374,7 +389,9 @@ class Relay:
             keeper.join(max(5.0, self.lease_ttl))
         if self._lease is not None and self._held_lease:
             try:
-                if self._lease.release():
+                with self._lease_lock:
+                    released = self._lease.release()
+                if released:
                     logger.info("relay %s released the lease", self.token)
             except UNAVAILABLE as exc:
                 logger.warning("could not release the lease (%s); it expires by itself", error_text(exc))
@@ -396,63 +413,74 @@ class Relay:
     # -- the keeper thread: the lease ------------------------------------------------------
 
     def _keep_lease(self) -> None:
-        lease = self._lease
-        assert lease is not None
-        backoff = Backoff(*self._backoff)
-        down = False
-        seen_holder: Optional[str] = None
+        """The keeper thread of a relay that keeps its own lease."""
         while not self._stop.is_set():
-            wait = lease.ttl / 3
-            try:
-                if self._handing_over:
-                    pass  # the worker releases it
-                elif lease.held():
-                    if not lease.renew():
-                        self.lease_since = None
-                        logger.warning("relay %s lost the lease to %r", self.token, lease.holder())
-                        self._wake()
-                        continue
-                elif self._gate is not None:
-                    if self._gated_acquire(lease):
-                        self._took_lease()
-                        seen_holder = None
-                    elif lease.other_remaining is not None:
-                        wait = min(wait, STANDBY_POLL, lease.other_remaining + 0.005)
-                    else:
-                        wait = min(wait, STANDBY_POLL)
-                elif lease.acquire():
+            self._stop.wait(self.lease_step())
+
+    def lease_step(self) -> float:
+        """One turn of the lease keeper: renew the lease if held, else ask for it (as the gate
+        allows); returns the seconds until the next turn. Called by the relay's own keeper
+        thread, or, for the relays of a :class:`~.fleet.Fleet`, by the fleet's one keeper."""
+        lease = self._lease
+        if lease is None or self._stop.is_set():
+            return STANDBY_POLL
+        with self._lease_lock:
+            return self._lease_turn(lease)
+
+    def _lease_turn(self, lease: Lease) -> float:
+        backoff = self._keeper_backoff
+        wait = lease.ttl / 3
+        try:
+            if self._handing_over:
+                pass  # the worker releases it
+            elif lease.held():
+                if not lease.renew():
+                    self.lease_since = None
+                    logger.warning("relay %s lost the lease of %r to %r", self.token, self.stream, lease.holder())
+                    self._wake()
+                    return 0.0
+            elif self._gate is not None:
+                if self._gated_acquire(lease):
                     self._took_lease()
-                    seen_holder = None
+                    self._seen_holder = None
                 elif lease.other_remaining is not None:
-                    # Wake just after the other holder's lease would expire, and at least
-                    # every STANDBY_POLL seconds (a released lease is taken over at once).
                     wait = min(wait, STANDBY_POLL, lease.other_remaining + 0.005)
-                    holder = lease.holder()
-                    if holder != seen_holder:
-                        seen_holder = holder
-                        logger.info(
-                            "relay %s is STANDBY: the lease is held by %r (expires in %.1f s "
-                            "unless renewed)", self.token, holder, lease.other_remaining,
-                        )
-                if down:
-                    logger.info("relay %s reached Redis at %s again", self.token, describe(self.redis))
-                    down = False
-                backoff.reset()
-            except UNAVAILABLE as exc:
-                down = True
-                wait = backoff.next_delay()
-                if lease.held():
-                    # Keep trying to renew before the lease runs out.
-                    wait = min(wait, max(0.05, (lease.valid_until - time.monotonic()) / 3))
-                logger.warning(
-                    "relay %s cannot reach Redis at %s (%s); retrying in %.1f s",
-                    self.token, describe(self.redis), error_text(exc), wait,
-                )
-                self._wake()
-            except Exception as exc:  # a bug or an unexpected reply: never a silent death
-                wait = backoff.next_delay()
-                logger.exception("relay %s: lease keeper failed (%s); retrying in %.1f s", self.token, exc, wait)
-            self._stop.wait(wait)
+                else:
+                    wait = min(wait, STANDBY_POLL)
+            elif lease.acquire():
+                self._took_lease()
+                self._seen_holder = None
+            elif lease.other_remaining is not None:
+                # Wake just after the other holder's lease would expire, and at least
+                # every STANDBY_POLL seconds (a released lease is taken over at once).
+                wait = min(wait, STANDBY_POLL, lease.other_remaining + 0.005)
+                holder = lease.holder()
+                if holder != self._seen_holder:
+                    self._seen_holder = holder
+                    logger.info(
+                        "relay %s is STANDBY: the lease is held by %r (expires in %.1f s "
+                        "unless renewed)", self.token, holder, lease.other_remaining,
+                    )
+            if self._redis_down:
+                logger.log(self._quiet, "relay %s reached Redis at %s again", self.token, describe(self.redis))
+                self._redis_down = False
+            backoff.reset()
+        except UNAVAILABLE as exc:
+            self._redis_down = True
+            wait = backoff.next_delay()
+            if lease.held():
+                # Keep trying to renew before the lease runs out.
+                wait = min(wait, max(0.05, (lease.valid_until - time.monotonic()) / 3))
+            logger.log(
+                logging.WARNING if self._gate is None else logging.DEBUG,  # a fleet logs it once
+                "relay %s cannot reach Redis at %s (%s); retrying in %.1f s",
+                self.token, describe(self.redis), error_text(exc), wait,
+            )
+            self._wake()
+        except Exception as exc:  # a bug or an unexpected reply: never a silent death
+            wait = backoff.next_delay()
+            logger.exception("relay %s: lease keeper failed (%s); retrying in %.1f s", self.token, exc, wait)
+        return wait
 
     def _took_lease(self) -> None:
         self._held_lease = True
@@ -520,7 +548,7 @@ class Relay:
                 if self._need_gap_fill:
                     self._gap_fill()
                 elif not self._append_buffered():
-                    self._idle(min(lease.ttl / 3, LISTENER_CHECK))
+                    self._idle(min(lease.ttl / 3, self._listener_check))
                 backoff.reset()
             except Fenced:
                 self._deactivate("another relay holds the lease (fenced)")
@@ -598,7 +626,8 @@ class Relay:
         except BaseException:
             with self._cond:
                 self._active = False
-            self._release_quietly()
+            with self._lease_lock:
+                self._release_quietly()
             raise
         self._set_state(RelayState.ACTIVE)
 
@@ -630,7 +659,8 @@ class Relay:
             self._flush_on_stop(budget=1.0)
             self._deactivate("handed the lease over to balance the fleet", level=logging.INFO)
             self._cooldown_until = time.monotonic() + HANDOVER_COOLDOWN
-            self._release_quietly()
+            with self._lease_lock:
+                self._release_quietly()
             self.lease_since = None
             self.handovers += 1
         finally:
