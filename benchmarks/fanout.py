@@ -273,8 +273,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--backlog", type=int, default=200, help="messages before and after each kill")
     parser.add_argument("--fleet-subscribers", type=int, default=1000, help="subscribers of the fleet case (0: skip it)")
     parser.add_argument("--fleet-messages", type=int, default=5000, help="messages of the fleet burst, spread evenly")
+    parser.add_argument("--fleet-lease-ttl", type=float, default=10.0, help="lease TTL of the fleet case (default 10, the relay's)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the relays and the redis-server started here are stopped
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     rs = _Redis()
     try:
@@ -282,7 +285,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raw = raw_append_rate(rs.client, args.messages)
             tp = throughput(emu, rs, args.messages, args.lease_ttl)
             runs = [failover(emu, rs, args.lease_ttl, args.backlog) for _ in range(args.failovers)]
-            fl = fleet(emu, rs, args.fleet_subscribers, args.fleet_messages, args.lease_ttl) if args.fleet_subscribers else None
+            fl = fleet(emu, rs, args.fleet_subscribers, args.fleet_messages, args.fleet_lease_ttl) if args.fleet_subscribers else None
     finally:
         rs.close()
     to_active = [r["to_active"] for r in runs]

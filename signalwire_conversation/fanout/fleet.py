@@ -314,16 +314,24 @@ class Fleet:
         due = [(0.0, i) for i in range(len(self.relays))]
         heapq.heapify(due)
         while due and not self._stop.is_set():
-            at, i = due[0]
             now = time.monotonic()
-            if at > now:
-                self._stop.wait(min(at - now, 0.5))
+            if due[0][0] > now:
+                self._stop.wait(min(due[0][0] - now, 0.5))
                 continue
-            heapq.heappop(due)
-            relay = self.relays[i]
-            if relay.state is RelayState.STOPPED:
-                continue  # stopped for good (its error is in fleet.errors)
-            heapq.heappush(due, (time.monotonic() + relay.lease_step(), i))
+            ready: List[int] = []
+            while due and due[0][0] <= now:
+                ready.append(heapq.heappop(due)[1])
+            ready = [i for i in ready if self.relays[i].state is not RelayState.STOPPED]  # stopped for good
+            renewals = [i for i in ready if self.relays[i].renewable()]
+            waits = Relay.renew_together([self.relays[i] for i in renewals], self.redis) if renewals else []
+            for i, wait in zip(renewals, waits):
+                heapq.heappush(due, (time.monotonic() + wait, i))
+            chosen = set(renewals)
+            for i in ready:
+                if i not in chosen:
+                    if self._stop.is_set():
+                        return
+                    heapq.heappush(due, (time.monotonic() + self.relays[i].lease_step(), i))
 
     def _shutdown(self) -> None:
         for relay in self.relays:

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Optional
+from typing import List, Optional, Sequence
 
 from ._redis import Redis, text
 
@@ -105,6 +105,23 @@ class Lease:
             return True
         self.valid_until = 0.0
         return False
+
+    @staticmethod
+    def renew_many(leases: "Sequence[Lease]", client: Redis) -> List[bool]:
+        """Renew many leases in one round trip (a pipeline of the renew script); per lease,
+        whether it is still ours. Raises on a Redis error (then none is known renewed)."""
+        if not leases:
+            return []
+        started = time.monotonic()
+        pipe = client.pipeline(transaction=False)
+        for lease in leases:
+            lease._renew(keys=[lease.key], args=[lease.token, lease.ttl_ms], client=pipe)
+        out: List[bool] = []
+        for lease, result in zip(leases, pipe.execute()):
+            ok = int(result) == 1
+            lease.valid_until = started + lease.ttl if ok else 0.0
+            out.append(ok)
+        return out
 
     def release(self) -> bool:
         """Give the lease up if it is ours (so a standby takes over at once)."""

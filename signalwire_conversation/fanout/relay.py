@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Union
 
 from ..errors import (
     AuthenticationError,
@@ -426,6 +426,50 @@ class Relay:
             return STANDBY_POLL
         with self._lease_lock:
             return self._lease_turn(lease)
+
+    def renewable(self) -> bool:
+        """Whether the next lease turn is a plain renewal (a fleet batches those)."""
+        return not self._handing_over and not self._stop.is_set() and self.holds_lease
+
+    @staticmethod
+    def renew_together(relays: "Sequence[Relay]", redis: Redis) -> List[float]:
+        """The lease turns of ``relays`` that hold their leases, renewed in one round trip;
+        per relay, the seconds until its next turn. A relay busy with its lease (a hand-over, a
+        release) gets ``0`` (its own turn comes next)."""
+        locked: List[Relay] = [r for r in relays if r._lease_lock.acquire(blocking=False)]
+        try:
+            leases = [r._lease for r in locked]
+            try:
+                results = Lease.renew_many([lease for lease in leases if lease is not None], redis)
+            except UNAVAILABLE as exc:
+                logger.debug("renewing %d leases failed: %s", len(locked), error_text(exc))
+                now = time.monotonic()
+                for r in locked:
+                    r._redis_down = True
+                    r._wake()
+                # Try again with backoff, well before each lease runs out.
+                return [
+                    min(r._keeper_backoff.next_delay(), max(0.05, (r._lease.valid_until - now) / 3))
+                    if r in locked and r._lease is not None else 0.0
+                    for r in relays
+                ]
+            waits: Dict[int, float] = {}
+            for relay, ok in zip(locked, results):
+                lease = relay._lease
+                assert lease is not None
+                if ok:
+                    relay._keeper_backoff.reset()
+                    relay._redis_down = False
+                    waits[id(relay)] = lease.ttl / 3
+                else:
+                    relay.lease_since = None
+                    logger.warning("relay %s lost the lease of %r", relay.token, relay.stream)
+                    relay._wake()
+                    waits[id(relay)] = 0.0
+            return [waits.get(id(r), 0.0) for r in relays]
+        finally:
+            for r in locked:
+                r._lease_lock.release()
 
     def _lease_turn(self, lease: Lease) -> float:
         backoff = self._keeper_backoff
