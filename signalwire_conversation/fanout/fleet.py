@@ -17,7 +17,8 @@ leases a process takes:
   the checkpoint. A live lease is never taken (``SET NX`` only).
 
 A process that dies stops renewing its leases and its record: after the lease TTL the others
-take its subscribers (their share grows as its record expires, at most ``heartbeat_ttl``).
+take its subscribers (their share has grown by then: its record expires after
+``heartbeat_ttl``, half the lease TTL by default).
 
 The fleet's keys share the hash tag ``{NAME}``; each subscriber's keys share the tag of its
 stream (``signalwire:conversation:{<address id>}``), so a fleet runs on Redis Cluster.
@@ -125,7 +126,7 @@ class Fleet:
     Arguments: ``clients`` (one :class:`~signalwire_conversation.Client` per subscriber; the
     fleet does not close them), ``redis`` (a URL or a ``redis.Redis``), ``name`` (the fleet:
     processes with the same name share the subscribers), ``lease_ttl``, ``heartbeat_ttl``
-    (default: ``lease_ttl``), ``slack`` (default 5 % of the share, at least 1), and the
+    (default: half the lease TTL; renewed every third of it), ``slack`` (default 5 % of the share, at least 1), and the
     :class:`~.relay.Relay` options ``maxlen``, ``seen_ttl``, ``buffer_size``. Every process of a
     fleet should run the same subscribers (the share counts the largest list announced).
     """
@@ -155,7 +156,9 @@ class Fleet:
         #: This process's id (``host:pid:random``): the lease token of all its relays.
         self.id = new_holder_token()
         self.lease_ttl = float(lease_ttl)
-        self.heartbeat_ttl = float(heartbeat_ttl) if heartbeat_ttl is not None else self.lease_ttl
+        # Shorter than the lease TTL: a dead process leaves the count before its leases expire,
+        # so the survivors' share has grown by the time they can take them.
+        self.heartbeat_ttl = float(heartbeat_ttl) if heartbeat_ttl is not None else self.lease_ttl / 2
         self._slack = slack
         self._backoff = backoff
         #: The live relay processes of the fleet, as last counted (this one included).

@@ -1,6 +1,7 @@
 """A relay fleet as real processes (``python -m signalwire_conversation.fanout relay
 --tokens-file``) on the emulator and a real redis-server: 3 relays share 60 subscribers, one is
-SIGKILLed mid-stream, a fourth joins, one is SIGSTOPped past its lease; every message lands
+SIGKILLed mid-stream, a fourth joins, one is SIGSTOPped past its lease, Redis restarts under a
+fleet (down past the lease TTL); every message lands
 exactly once per stream, in order per conversation."""
 
 from __future__ import annotations
@@ -200,3 +201,26 @@ def test_a_relay_paused_past_its_ttl_appends_nothing_for_leases_it_lost(world: W
         after = [f for _, f in world.r.xrange(stream) if f["relay"] == a_id]
         # entries by A can only predate the pause (none were injected then): none at all here
         assert not after, f"{stream}: the paused relay appended {len(after)} entries after losing its lease"
+
+
+def test_a_redis_restart_under_a_fleet_loses_and_repeats_nothing(world: World, make_redis_server: Any) -> None:
+    server = make_redis_server(persistent=True)
+    own = World(world.emu, server.client(), server.url, world.tokens_file, world.subscribers, world.senders)
+    own.procs = world.procs  # killed by the fixture
+    (a, a_id), (b, b_id) = own.start(), own.start()
+    wait_until(lambda: settled(own, [a_id, b_id]), 10, lambda: f"shares never settled: {own.counts()}")
+    for sub in own.subscribers:
+        own.emu.wait_connected(sub, count=1, timeout=10)
+    own.inject(2)
+    own.wait_all_appended(30)
+    server.stop()
+    own.inject(4)  # received live while Redis is down
+    for proc in (a, b):  # down past the TTL: every lease lapses, the buffers are dropped
+        proc.wait_for_line("the lease expired or was taken over", TTL + 10)
+    server.start()  # the same data (append-only file): the relays take their leases again and gap-fill
+    own.r = server.client()
+    own.wait_all_appended(60)
+    wait_until(lambda: settled(own, [a_id, b_id]), 15, lambda: f"shares never settled again: {own.counts()}")
+    own.inject(2)
+    own.wait_all_appended(30)
+    own.check_exactly_once_in_order()
