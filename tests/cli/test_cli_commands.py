@@ -282,7 +282,7 @@ def test_emulator_command_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "signalwire-conversation emulator" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["relay", "consume"])
+@pytest.mark.parametrize("command", ["relay", "relay-status", "consume"])
 def test_fanout_commands_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([command, "--help"]) == 0
     assert f"signalwire-conversation {command}" in capsys.readouterr().out

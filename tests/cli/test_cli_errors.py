@@ -316,15 +316,19 @@ def test_zero_or_more(token: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 def _all_parsers() -> Iterator[argparse.ArgumentParser]:
     from signalwire_conversation.cli._args import _Parser
-    from signalwire_conversation.cli.fanout_args import add_consume_arguments, add_relay_arguments
+    from signalwire_conversation.cli.fanout_args import (
+        add_consume_arguments,
+        add_relay_arguments,
+        add_relay_status_arguments,
+    )
 
     parser = build_parser()
     yield parser
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, child in sub.choices.items():
-        if name not in ("relay", "consume", "emulator"):  # those have their own parsers
+        if name not in ("relay", "relay-status", "consume", "emulator"):  # those have their own parsers
             yield child
-    for add in (add_relay_arguments, add_consume_arguments):
+    for add in (add_relay_arguments, add_relay_status_arguments, add_consume_arguments):
         own = _Parser(prog=f"{PROG} x")
         add(own)
         yield own
@@ -339,7 +343,7 @@ def test_every_argument_has_help() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["", "whoami", "conversations", "messages", "send", "join", "tail", "demo", "relay", "consume"]
+    "command", ["", "whoami", "conversations", "messages", "send", "join", "tail", "demo", "relay", "relay-status", "consume"]
 )
 def test_help_fits_80_columns(command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("COLUMNS", "80")
@@ -349,7 +353,7 @@ def test_help_fits_80_columns(command: str, monkeypatch: pytest.MonkeyPatch, cap
     assert not too_long, too_long
 
 
-@pytest.mark.parametrize("command", ["relay", "consume"])
+@pytest.mark.parametrize("command", ["relay", "relay-status", "consume"])
 def test_fanout_help_without_the_redis_extra(command: str) -> None:
     extra = ", '--group', 'g'" if command == "consume" else ""
     code = (

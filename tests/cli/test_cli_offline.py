@@ -15,7 +15,7 @@ from signalwire_conversation.cli import format_table, main, parse_time
 
 from .conftest import REPO, run_cli
 
-COMMANDS = ["whoami", "conversations", "messages", "send", "join", "tail", "demo", "emulator", "relay", "consume"]
+COMMANDS = ["whoami", "conversations", "messages", "send", "join", "tail", "demo", "emulator", "relay", "relay-status", "consume"]
 
 
 def fake_token(ch: str = "puc.example.com") -> str:

@@ -96,3 +96,16 @@ def test_two_fleets_share_subscribers_from_project_credentials(emu: Any, r: Any,
                 relay.client.close()
     assert all(r.get(f"{s}:lease") is None for s in streams), "a clean stop releases every lease"
     assert fleet_status(redis_server.url, "unit")["live_relays"] == 0
+
+
+def test_relay_status_of_an_empty_fleet_and_of_no_redis(redis_server: Any, r: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["relay-status", "--redis", redis_server.url, "--fleet", "nobody"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fleet 'nobody': 0 live relay(s), 0 subscriber(s), share -, 0 stream(s) without a holder\n")
+    assert "RELAY" in out and "STREAM" in out and "CHECKPOINT LAG" in out
+    assert main(["relay-status", "--redis", redis_server.url, "--fleet", "nobody", "--json"]) == 0
+    assert '"relays": []' in capsys.readouterr().out
+    from .conftest import free_port
+
+    assert main(["relay-status", "--redis", f"redis://127.0.0.1:{free_port()}/0"]) == 1
+    assert capsys.readouterr().err.startswith("error: cannot reach Redis: ConnectionError")

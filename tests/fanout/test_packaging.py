@@ -56,7 +56,7 @@ def test_public_names() -> None:
         assert hasattr(fanout, name), name
 
 
-@pytest.mark.parametrize("command", ["relay", "consume"])
+@pytest.mark.parametrize("command", ["relay", "relay-status", "consume"])
 def test_module_help(command: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "signalwire_conversation.fanout", command, "--help"],
