@@ -19,6 +19,7 @@ from ..errors import SignalWireError, ValidationError
 from ..models import ConversationMessageEvent
 from .backoff import Backoff
 from .connection import Connection, RawEvent
+from .delivery import Position
 from .names import KnownNames
 from .state import ConnectionState
 from .subscription import BoundedQueue, ErrorHook, Subscription
@@ -48,6 +49,23 @@ class Fill:
         self.target = target
 
 
+class Begin:
+    """Queue marker: where a new subscription starts is known (``None``: the server's "now"
+    could not be read). ``epoch`` (the connect count) and ``connected`` were read when it was
+    registered; ``backlog``: it was made with ``after=`` and wants what is stored after it."""
+
+    __slots__ = ("target", "start", "epoch", "connected", "backlog")
+
+    def __init__(
+        self, target: Subscription, start: "Optional[Position]", *, epoch: int, connected: bool, backlog: bool
+    ) -> None:
+        self.target = target
+        self.start = start
+        self.epoch = epoch
+        self.connected = connected
+        self.backlog = backlog
+
+
 class StateChange:
     """Queue marker: tell ``on_state_change`` (in order with the messages)."""
 
@@ -58,7 +76,7 @@ class StateChange:
 
 
 #: what the reader queues: live messages as read (decoded by the dispatcher), and markers
-Item = Union[RawEvent, Fill, StateChange]
+Item = Union[RawEvent, Fill, Begin, StateChange]
 
 
 class Fatal(Exception):
@@ -193,14 +211,15 @@ class ListenerCore:
             self._call_state_hook(state)
         return True
 
-    def _request_fill(self, fill: Fill, *, connected: bool = False) -> None:
+    def _request_fill(self, fill: Fill, *, connected: bool = False, first: bool = False) -> None:
         """Queue a gap fill; the state is ``RECOVERING`` until it is done (from ``CONNECTED``,
-        or from a reconnect when ``connected``: the reader has just got the link back)."""
+        or from a reconnect when ``connected``: the reader has just got the link back). The
+        ``first`` connection's fill keeps ``CONNECTING`` (and ``subscribe()`` waiting) instead."""
         with self._lock:
             if self._state is ConnectionState.CLOSED:
                 return
             self._pending_fills += 1
-            if connected or self._state is ConnectionState.CONNECTED:
+            if not first and (connected or self._state is ConnectionState.CONNECTED):
                 if self._state is not ConnectionState.RECOVERING:
                     self._state = ConnectionState.RECOVERING
                     self._untold += 1

@@ -22,7 +22,7 @@ from .._logging import get_logger
 from ..errors import AuthenticationError, RealtimeError
 from ..models import ConversationMessageEvent, decode_event
 from .connection import RawEvent
-from .core import Fill, ListenerCore, StateChange
+from .core import Begin, Fill, ListenerCore, StateChange
 from .delivery import Position, encode_cursor, plan_recovery, since_for, ts_seconds
 from .state import ConnectionState
 from .subscription import QueueClosed, Subscription
@@ -62,6 +62,8 @@ class DispatcherPart(ListenerCore):
                             self._fill_done(item)
                             continue
                         self._run_fill(item)
+                    elif isinstance(item, Begin):
+                        self._begin(item)
                     elif isinstance(item, StateChange):
                         with self._lock:
                             self._untold -= 1
@@ -80,6 +82,21 @@ class DispatcherPart(ListenerCore):
                 self._report_error(self._fatal, None)
             self._stopped.set()
             self._notify_closed()
+
+    def _begin(self, item: Begin) -> None:
+        """A subscription's start is known: deliver what waited, or fetch from its start."""
+        sub = item.target
+        if not sub.active:
+            return
+        if self.stats["connects"] == 0:
+            sub._begin(item.start)  # the first connection's fill will include it
+            return
+        missed = item.backlog or not item.connected or self.stats["connects"] != item.epoch
+        if sub._begin(item.start, hold=missed and item.start is not None) or (missed and item.start is not None):
+            # an after= backlog, or the websocket was down (or replaced) while the start was
+            # read, or more waited than it may hold: fetch from its start over REST
+            sub._held = True
+            self._request_fill(Fill("after=" if item.backlog else "subscribe", sub))
 
     def _may_drain(self) -> bool:
         """While closing: whether what was received may still be delivered."""
@@ -159,7 +176,9 @@ class DispatcherPart(ListenerCore):
             targets: List[Subscription] = [fill.target] if fill.target.active else []
         else:
             # a subscription still waiting for its after= backlog gets everything from it
-            targets = [s for s in self._subs if not s._held and not s._unknown_start]
+            targets = [
+                s for s in self._subs if not s._held and not s._unknown_start and s._pending is None
+            ]
         try:
             if not targets:
                 return
@@ -237,12 +256,15 @@ class DispatcherPart(ListenerCore):
     def _fill_done(self, fill: Fill) -> None:
         with self._lock:
             self._pending_fills -= 1
+            done = self._pending_fills == 0
         self._transition(
             ConnectionState.CONNECTED,
-            only_from=(ConnectionState.RECOVERING,),
+            only_from=(ConnectionState.RECOVERING, ConnectionState.CONNECTING),
             on_dispatcher=True,
             when_filled=True,
         )
+        if done and self._connected_once:
+            self._ready.set()  # the first connection's fill is done: subscribe() returns
 
     def _complete(self, event: ConversationMessageEvent, ts: float) -> ConversationMessageEvent:
         """A recovered event as a live one would be: names (what the listener learned, then

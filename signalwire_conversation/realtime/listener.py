@@ -33,7 +33,7 @@ from ..errors import AuthenticationError, RealtimeError, SignalWireError, Valida
 from ..models import ConversationMessageEvent
 from .backoff import Backoff
 from .connection import AGENT, DEFAULT_MAX_MESSAGE_BYTES, shutdown_socket
-from .core import FetchLatest, FetchMissed, Fill, Item, NameFiller, StateHook, count, positive, wait_arg
+from .core import Begin, FetchLatest, FetchMissed, Item, NameFiller, StateHook, count, positive, wait_arg
 from .delivery import Position, decode_cursor, position_of_newest
 from .dispatcher import DispatcherPart
 from .names import KnownNames
@@ -294,48 +294,56 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
                 raise ValidationError("after", str(exc)) from None
             start = Position(ts, (anchor,))
         wait = positive("timeout", timeout)
-        with self._lock:
-            self._raise_if_stopped()
-            self._start_locked()
-            self._subscribe_waiters += 1
-        try:
-            self._wait_ready(wait)
-        finally:
-            with self._lock:
-                self._subscribe_waiters -= 1
-        unknown_start = False
-        if start is None:
-            # the server's "now": messages stored before this call are at or before it
-            try:
-                start = position_of_newest(self._fetch_latest())
-            except AuthenticationError:
-                raise
-            except Exception as exc:
-                logger.warning(
-                    "subscribe(): could not read the server's newest message (%s: %s); this "
-                    "subscription starts at the first live message it receives instead",
-                    type(exc).__name__,
-                    exc,
-                )
-                self._report_error(exc, None)
-                start = Position()
-                unknown_start = True
         sub = Subscription(
             self,
             callback,
             group_id=group_id,
             maxsize=self._subscription_queue_size,
-            start=start,
+            start=start if start is not None else Position(),
             after=after,
             anchor=anchor,
             dedup_size=self._dedup_size,
-            unknown_start=unknown_start,
+            pending=True,
         )
+        # Registered before anything else, so that no message stored from now on can pass it
+        # by: live ones wait in it until its start is known (the Begin marker below). Whether
+        # the websocket may have missed some since the start is read is decided by the
+        # dispatcher from the connection count taken here.
         with self._lock:
             self._raise_if_stopped()
             self._subs = self._subs + (sub,)
-        if after is not None:
-            self._request_fill(Fill("after=", sub))
+            self._start_locked()
+            self._subscribe_waiters += 1
+            epoch = self.stats["connects"]
+            connected = self._state in (ConnectionState.CONNECTED, ConnectionState.RECOVERING)
+        refused: Optional[AuthenticationError] = None
+        try:
+            known = start
+            if after is None:
+                try:
+                    # the server's "now": what is stored before it is not this subscription's
+                    known = position_of_newest(self._fetch_latest())
+                except AuthenticationError as exc:
+                    refused = exc  # raised below, unless the websocket refuses the token first
+                except Exception as exc:
+                    logger.warning(
+                        "subscribe(): could not read the server's newest message (%s: %s); this "
+                        "subscription starts at the first live message it receives instead",
+                        type(exc).__name__,
+                        exc,
+                    )
+                    self._report_error(exc, None)
+            if refused is None:
+                self._queue.force(Begin(sub, known, epoch=epoch, connected=connected, backlog=after is not None))
+            self._wait_ready(wait)
+            if refused is not None:
+                raise refused
+        except BaseException:
+            sub.unsubscribe()
+            raise
+        finally:
+            with self._lock:
+                self._subscribe_waiters -= 1
         return sub
 
     def start(self, timeout: Optional[float] = None) -> None:

@@ -140,11 +140,16 @@ class ReaderPart(ListenerCore):
             # what was stored while the link was down is fetched over REST before what is
             # read from now on (RECOVERING until the dispatcher has delivered it)
             self._request_fill(Fill("reconnect"), connected=True)
+        elif self._subs:
+            # what was stored between the subscriptions' start and this first connection; the
+            # dispatcher says CONNECTED (and wakes subscribe()) once it is delivered
+            self._connected_once = True
+            self._request_fill(Fill("connect"), first=True)
         else:
             self._transition(ConnectionState.CONNECTED)
         if buffered:
             self._offer(buffered)
-        if not was_connected:
+        if not was_connected and not self._ready.is_set() and self._pending_fills == 0:
             self._connected_once = True
             self._ready.set()
         self._refresh_kick.set()  # reschedule the token refresh
