@@ -407,3 +407,28 @@ def test_a_forked_child_starts_afresh_and_the_parent_keeps_receiving(
         reader.close()
         _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
+
+
+def test_a_subscription_whose_start_cannot_be_read_starts_at_its_first_live_message(
+    emu: Emulator, alice: Subscriber, bob: Subscriber, make_client: ClientFactory
+) -> None:
+    errors: List[BaseException] = []
+    got = Recorder()
+    client = make_client(alice, max_retries=0, on_error=lambda exc, event: errors.append(exc),
+                         listener_options=FAST_LISTENER)
+    emu.send_message(bob, alice.address_id, "history")
+    emu.fail_next(503, times=1, method="GET", path="^/api/fabric/messages$")
+    client.conversation.subscribe(got)  # does not fail: reported instead
+    assert len(errors) == 1
+    emu.send_message(bob, alice.address_id, "first live")
+    got.wait_for(1)
+    assert got.texts == ["first live"]
+
+
+def test_after_must_be_a_cursor(make_client: ClientFactory, alice: Subscriber) -> None:
+    from signalwire_conversation import ValidationError
+
+    client = make_client(alice)
+    with pytest.raises(ValidationError, match="after"):
+        client.conversation.subscribe(after="not a cursor")
+    assert client.stats["connects"] == 0  # refused before anything was sent
