@@ -23,7 +23,15 @@ from ..errors import AuthenticationError, RealtimeError
 from ..models import ConversationMessageEvent, decode_event
 from .connection import RawEvent
 from .core import Begin, Fill, ListenerCore, StateChange
-from .delivery import Position, encode_cursor, plan_recovery, since_for, ts_seconds
+from .delivery import (
+    CURSOR_VERSION,
+    MILLISECONDS_THRESHOLD,
+    Position,
+    encode_cursor,
+    plan_recovery,
+    since_for,
+    ts_seconds,
+)
 from .state import ConnectionState
 from .subscription import QueueClosed, Subscription
 
@@ -114,12 +122,17 @@ class DispatcherPart(ListenerCore):
         if type(message_id) is not str or not message_id:
             self._malformed("it has no id")
             return
-        ts = ts_seconds(payload.get("ts"))
-        if ts is None:
-            self._malformed("it has no numeric ts")
-            return
+        ts = payload.get("ts")
+        if type(ts) is float and ts - ts == 0.0 and ts < MILLISECONDS_THRESHOLD:
+            pass  # the common case: finite float seconds
+        else:
+            ts = ts_seconds(ts)
+            if ts is None:
+                self._malformed("it has no numeric ts")
+                return
         try:
-            event = decode_event(payload, is_author=is_author, cursor=encode_cursor(ts, message_id))
+            # the cursor as encode_cursor() writes it (inlined: this runs for every event)
+            event = decode_event(payload, is_author=is_author, cursor=f"{CURSOR_VERSION}:{ts!r}:{message_id}")
         except Exception as exc:  # ResponseValidationError, or anything odd: skip, never die
             self.stats["events_skipped"] += 1
             logger.warning(
@@ -146,7 +159,7 @@ class DispatcherPart(ListenerCore):
     def _plausible(self, ts: float) -> bool:
         """Whether ``ts`` is not far past the server's clock (unknown before its first ping)."""
         clock = self._server_clock
-        if clock is None:
+        if clock is None or ts <= clock[0] + FUTURE_SLACK:
             return True
         return ts <= clock[0] + (time.monotonic() - clock[1]) + FUTURE_SLACK
 
@@ -154,8 +167,10 @@ class DispatcherPart(ListenerCore):
         """Offer ``event`` to every subscription; how many took it."""
         taken = duplicate = 0
         advance = self._plausible(ts)
+        conversation_id = event.conversation_id
         for sub in self._subs:
-            if sub._matches(event):
+            group_id = sub.group_id
+            if group_id is None or group_id == conversation_id:
                 verdict = sub._offer(event, ts, advance)
                 if verdict == 1:
                     taken += 1

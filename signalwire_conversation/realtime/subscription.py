@@ -347,14 +347,20 @@ class Subscription:
             self._start = Position(ts)
             self._position = Position(ts)
             self._unknown_start = False
-        if not self._start.precedes(ts, message_id):
+        start = self._start
+        if ts < start.ts or (ts == start.ts and message_id in start.ids):
             return 0  # stored before this subscription started (or at/before its cursor)
         if self._callback is None:
             return self._offer_pull(event, ts, advance)
         if not self._recent.add(message_id):
             return 2
         if advance:
-            self._position.advance(ts, message_id)
+            position = self._position
+            if ts > position.ts:  # Position.advance, inlined (every event comes here)
+                position.ts = ts
+                position.ids = {message_id}
+            else:
+                position.advance(ts, message_id)
         self._cursor = event.cursor
         try:
             self._callback(event)
