@@ -11,6 +11,7 @@ gap fill), ``refresher.py`` (token refresh), ``watchdog.py`` (stuck sockets);
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from .._logging import get_logger
@@ -172,6 +173,14 @@ class ListenerCore:
     # dispatcher-thread state
     _malformed_logged: bool
     _draining_stopped: bool
+
+    def _server_now(self) -> float:
+        """The server's clock, for token expiry (a server time): the last server ping's
+        timestamp plus the monotonic time since; the local clock before the first ping."""
+        clock = self._server_clock
+        if clock is None:
+            return time.time()
+        return clock[0] + (time.monotonic() - clock[1])
 
     # ------------------------------------------------------------------------------------------
     # state: every transition under the lock; told by the dispatcher thread only

@@ -432,3 +432,28 @@ def test_after_must_be_a_cursor(make_client: ClientFactory, alice: Subscriber) -
     with pytest.raises(ValidationError, match="after"):
         client.conversation.subscribe(after="not a cursor")
     assert client.stats["connects"] == 0  # refused before anything was sent
+
+
+@pytest.mark.parametrize("offset", [-3600.0, 3600.0], ids=["server-1h-behind", "server-1h-ahead"])
+def test_token_refresh_is_timed_by_the_server_clock(
+    emu: Emulator, alice: Subscriber, make_client: ClientFactory, offset: float
+) -> None:
+    emu.clock_offset = offset
+    emu.ping_interval = 0.1
+    issued: List[str] = []
+
+    def source() -> str:
+        issued.append(emu.issue_token(alice, ttl=4.0))
+        return issued[-1]
+
+    client = make_client(source, listener_options=dict(FAST_LISTENER, refresh_margin=1.0))
+    client.conversation.subscribe(Recorder())
+    started = time.monotonic()
+    listener = client._listener
+    assert listener is not None
+    wait_until(lambda: listener._server_clock is not None, WAIT, "a server ping")
+    # by the local clock the token looks an hour expired (or an hour away): neither is true
+    time.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
+    assert client.stats["token_refreshes"] == 0
+    wait_until(lambda: client.stats["token_refreshes"] >= 1, WAIT, "a refresh before the token expires")
+    assert client.listener_error is None
