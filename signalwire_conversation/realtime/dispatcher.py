@@ -254,6 +254,7 @@ class DispatcherPart(ListenerCore):
                 return None
             except Exception as exc:
                 self.stats["gap_fill_failures"] += 1
+                self._last_error = exc
                 delay = self._backoff.delay(failures)
                 failures += 1
                 logger.warning(

@@ -465,8 +465,16 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
             thread.start()
 
     def _wait_ready(self, timeout: float) -> None:
+        if self._threads and threading.current_thread() is self._threads[1]:
+            return  # a callback during the first connection's fill: the dispatcher cannot wait
         if not self._ready.wait(wait_arg(timeout)):
             last = f": last error: {self._last_error}" if self._last_error is not None else ""
+            if self._connected_once:
+                raise RealtimeError(
+                    f"connected to {self.relay_url}, but the messages stored since the "
+                    f"subscription started could not be fetched over REST within {timeout:g}s"
+                    f"{last} (the listener keeps retrying in the background)"
+                )
             raise RealtimeError(
                 f"could not connect to {self.relay_url} within {timeout:g}s{last} "
                 "(the listener keeps retrying in the background)"
@@ -489,7 +497,7 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
             return False
         had_subs = bool(self._subs)
         for sub in self._subs:
-            sub._active = False
+            sub._forget_parent()
         self._init_runtime()
         return had_subs
 

@@ -460,6 +460,16 @@ class Subscription:
                 self._overflowed = False
                 self.dropped = 0
 
+    def _forget_parent(self) -> None:
+        """In a forked child: this subscription stays the parent's; here it is over (its queue
+        is replaced, since a parent thread may have held the old one's lock at the fork)."""
+        self._active = False
+        self._plock = threading.Lock()
+        if self._queue is not None:
+            ended: BoundedQueue[ConversationMessageEvent] = BoundedQueue(1)
+            ended.close(discard=True)
+            self._queue = ended
+
     def _close(self, *, discard: bool) -> None:
         self._active = False
         if self._queue is not None:
