@@ -67,6 +67,8 @@ class DispatcherPart(ListenerCore):
                             # what follows is after the gap: delivering it would put the
                             # delivered cursor past messages never delivered
                             self._draining_stopped = True
+                            if item.target is not None:
+                                item.target._begun.set()
                             self._fill_done(item)
                             continue
                         self._run_fill(item)
@@ -95,16 +97,21 @@ class DispatcherPart(ListenerCore):
         """A subscription's start is known: deliver what waited, or fetch from its start."""
         sub = item.target
         if not sub.active:
+            sub._begun.set()
             return
         if self.stats["connects"] == 0:
             sub._begin(item.start)  # the first connection's fill will include it
+            sub._begun.set()
             return
         missed = item.backlog or not item.connected or self.stats["connects"] != item.epoch
         if sub._begin(item.start, hold=missed and item.start is not None) or (missed and item.start is not None):
             # an after= backlog, or the websocket was down (or replaced) while the start was
-            # read, or more waited than it may hold: fetch from its start over REST
+            # read, or more waited than it may hold: fetch from its start over REST (the
+            # fill sets _begun when done)
             sub._held = True
             self._request_fill(Fill("after=" if item.backlog else "subscribe", sub))
+        else:
+            sub._begun.set()
 
     def _may_drain(self) -> bool:
         """While closing: whether what was received may still be delivered."""
@@ -237,6 +244,7 @@ class DispatcherPart(ListenerCore):
         finally:
             if fill.target is not None:
                 fill.target._held = False
+                fill.target._begun.set()
             self._fill_done(fill)
 
     def _fetch_until_done(self, fill: Fill, since: float) -> "List[Any] | None":

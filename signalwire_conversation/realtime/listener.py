@@ -335,9 +335,19 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
                     self._report_error(exc, None)
             if refused is None:
                 self._queue.force(Begin(sub, known, epoch=epoch, connected=connected, backlog=after is not None))
+            deadline = time.monotonic() + wait
             self._wait_ready(wait)
             if refused is not None:
                 raise refused
+            if after is None and not self._on_dispatcher():
+                # until it delivers from its start (a short fill when the link was not up
+                # while the start was read); an after= backlog is not waited for
+                if not sub._begun.wait(wait_arg(max(0.0, deadline - time.monotonic()))):
+                    raise RealtimeError(
+                        f"the subscription could not start within {wait:g}s (the messages since "
+                        f"its start could not be fetched over REST; last error: {self._last_error})"
+                    )
+                self._raise_if_stopped()
         except BaseException:
             sub.unsubscribe()
             raise
@@ -464,8 +474,11 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
         for thread in self._threads:
             thread.start()
 
+    def _on_dispatcher(self) -> bool:
+        return bool(self._threads) and threading.current_thread() is self._threads[1]
+
     def _wait_ready(self, timeout: float) -> None:
-        if self._threads and threading.current_thread() is self._threads[1]:
+        if self._on_dispatcher():
             return  # a callback during the first connection's fill: the dispatcher cannot wait
         if not self._ready.wait(wait_arg(timeout)):
             last = f": last error: {self._last_error}" if self._last_error is not None else ""

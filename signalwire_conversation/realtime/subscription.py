@@ -232,6 +232,8 @@ class Subscription:
         self._pending: Optional[List[Tuple[ConversationMessageEvent, float, bool]]] = [] if pending else None
         self._pending_overflowed = False
         self._pending_max = dedup_size
+        #: set by the dispatcher once it delivers from its start (subscribe() waits for it)
+        self._begun = threading.Event()
         # pull mode: overflow and its own recovery (consumer thread vs dispatcher thread)
         self._plock = threading.Lock()
         self._overflowed = False
@@ -472,6 +474,7 @@ class Subscription:
 
     def _close(self, *, discard: bool) -> None:
         self._active = False
+        self._begun.set()  # nobody waits for a start that will not come
         if self._queue is not None:
             self._queue.close(discard=discard)
 

@@ -457,3 +457,24 @@ def test_token_refresh_is_timed_by_the_server_clock(
     assert client.stats["token_refreshes"] == 0
     wait_until(lambda: client.stats["token_refreshes"] >= 1, WAIT, "a refresh before the token expires")
     assert client.listener_error is None
+
+
+def test_a_slow_start_read_misses_nothing_stored_after_subscribe_returns(
+    emu: Emulator, alice: Subscriber, bob: Subscriber, make_client: ClientFactory
+) -> None:
+    emu.send_message(bob, alice.address_id, "before")
+    emu.latency = 0.3  # every REST answer late: the websocket is up before the start is read
+    got = Recorder()
+    client = make_client(alice, listener_options=FAST_LISTENER)
+    done = threading.Event()
+    threading.Thread(target=lambda: (client.conversation.subscribe(got), done.set()), daemon=True).start()
+    emu.wait_connected(alice)
+    emu.send_message(bob, alice.address_id, "during")  # stored during subscribe(): either way
+    assert done.wait(WAIT)
+    assert client.connection_state is ConnectionState.CONNECTED
+    emu.latency = 0.0
+    emu.send_message(bob, alice.address_id, "after")
+    got.wait_for(1)
+    wait_until(lambda: "after" in got.texts, WAIT, "the message stored after subscribe() returned")
+    assert "before" not in got.texts and got.texts[-1] == "after"
+    assert len(got.texts) == len(set(got.texts))
