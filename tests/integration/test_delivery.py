@@ -478,3 +478,20 @@ def test_a_slow_start_read_misses_nothing_stored_after_subscribe_returns(
     wait_until(lambda: "after" in got.texts, WAIT, "the message stored after subscribe() returned")
     assert "before" not in got.texts and got.texts[-1] == "after"
     assert len(got.texts) == len(set(got.texts))
+
+
+def test_a_slow_iterators_recovery_is_retried_when_rest_fails(
+    emu: Emulator, alice: Subscriber, bob: Subscriber, make_client: ClientFactory
+) -> None:
+    errors: List[BaseException] = []
+    client = make_client(alice, max_retries=0, on_error=lambda exc, event: errors.append(exc),
+                         listener_options=dict(FAST_LISTENER, subscription_queue_size=10))
+    slow = client.conversation.subscribe()
+    texts = [f"r-{i}" for i in range(40)]
+    emu.send_messages(bob, alice.address_id, texts)
+    wait_until(lambda: slow.dropped > 0, WAIT, "the iterator's queue overflowed")
+    emu.wait_for(lambda: not emu.unacked_events(alice), timeout=WAIT)  # all 40 arrived live
+    emu.fail_next(503, times=1, method="GET", path="^/api/fabric/messages$")
+    read = [slow.get(timeout=WAIT).text for _ in range(40)]
+    assert read == texts
+    assert len(errors) == 1  # the failed recovery was reported, then tried again

@@ -7,14 +7,14 @@ import queue
 import statistics
 import threading
 import time
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List
 
 import pytest
 
 from signalwire_conversation.config import TokenProvider
 from signalwire_conversation.errors import AuthenticationError, RealtimeError
 from signalwire_conversation.models import ConversationMessageEvent
-from signalwire_conversation.realtime import ConnectionState, Listener, Subscription
+from signalwire_conversation.realtime import ConnectionState, Listener
 
 from .conftest import fake_sat
 from .helpers import Collector, RestFetch, listener_threads, wait_until
