@@ -159,6 +159,7 @@ class Client:
         # closes the listener when the client is collected unclosed
         self._parts = _Parts()
         self._finalizer = weakref.finalize(self, _collected, self._parts)
+        self._finalizer.atexit = False  # at exit the daemon threads simply end
         _CLIENTS.add(self)
 
     @classmethod

@@ -40,8 +40,9 @@ MESSAGE_KEYS: Tuple[str, ...] = (
     "metadata",
     "details",
 )
-#: A live (or recovered) message: a message plus what the event knows.
-EVENT_KEYS: Tuple[str, ...] = MESSAGE_KEYS + ("conversation_name", "is_author", "recovered")
+#: A live (or recovered) message: a message plus what the event knows (``cursor``: where
+#: ``tail --cursor-file`` or ``subscribe(after=...)`` resumes).
+EVENT_KEYS: Tuple[str, ...] = MESSAGE_KEYS + ("conversation_name", "is_author", "recovered", "cursor")
 CONVERSATION_KEYS: Tuple[str, ...] = (
     "id",
     "name",

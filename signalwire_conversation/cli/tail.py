@@ -6,11 +6,12 @@ import argparse
 import queue
 from typing import TYPE_CHECKING, Any, Callable, Dict, NoReturn, Optional
 
-from ..errors import RealtimeError
+from ..errors import RealtimeError, ValidationError
 from ._args import address, positive_int
 from ._client import client_from_args
 from ._connection import connection_line, host_port
-from ._errors import EXIT_OK, CLIError
+from ._cursor_file import CursorFile
+from ._errors import EXIT_OK, CLIError, UsageError
 from ._json import event_json
 from ._output import _Output, format_event
 from .rest import address_errors
@@ -31,6 +32,12 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--address-id", type=address, metavar="A", help="only the conversation with address A")
     p.add_argument("-n", "--count", type=positive_int, metavar="N", help="exit after N messages")
+    p.add_argument(
+        "--cursor-file",
+        metavar="PATH",
+        help="resume after the message whose cursor PATH holds (from now when PATH does not exist "
+        "yet), and replace it, atomically, after each printed message",
+    )
 
 
 class _StateNotes:
@@ -54,15 +61,24 @@ class _StateNotes:
 CONNECT_TIMEOUT = 15.0
 
 
-def _subscribe(client: "Client", args: argparse.Namespace) -> Any:
-    """Subscribe, or fail with one line saying why the live connection could not be opened
-    (the client is closed on the way out, so nothing keeps retrying behind the error)."""
+def _subscribe(client: "Client", args: argparse.Namespace, after: Optional[str] = None) -> Any:
+    """Subscribe (after the cursor ``after``, when given), or fail with one line saying why the
+    live connection could not be opened (the client is closed on the way out, so nothing keeps
+    retrying behind the error)."""
     timeout = args.timeout if getattr(args, "timeout", None) is not None else CONNECT_TIMEOUT
+    options: Dict[str, Any] = {"timeout": timeout}
+    if after is not None:
+        options["after"] = after
     try:
         if args.address_id:
             with address_errors(client, args.address_id):
-                return client.conversation.subscribe(address_id=args.address_id, timeout=timeout)
-        return client.conversation.subscribe(timeout=timeout)
+                return client.conversation.subscribe(address_id=args.address_id, **options)
+        return client.conversation.subscribe(**options)
+    except ValidationError as exc:
+        if exc.parameter != "after":
+            raise
+        message = str(exc).split(": ", 1)[-1]
+        raise UsageError(f"--cursor-file {args.cursor_file} does not hold a cursor: {message}") from None
     except RealtimeError:
         cause = _last_connect_error(client)
         if cause is not None:
@@ -80,10 +96,13 @@ def _last_connect_error(client: "Client") -> Optional[BaseException]:
 
 
 def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
+    cursor_file = CursorFile(args.cursor_file) if args.cursor_file else None
+    after = cursor_file.load() if cursor_file is not None else None
     with client_from_args(args, on_state_change=_StateNotes(out)) as client:
-        subscription = _subscribe(client, args)
+        subscription = _subscribe(client, args, after)
         where = f" with {args.address_id}" if args.address_id else ""
-        out.note(f"listening for new messages{where} (Ctrl+C to stop)")
+        since = " (and those stored after the cursor in --cursor-file first)" if after else ""
+        out.note(f"listening for new messages{where}{since} (Ctrl+C to stop)")
         received = 0
         names: Dict[str, str] = {}
         try:
@@ -99,11 +118,20 @@ def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
                     out.json(event_json(event))
                 else:
                     out.line(format_event(event, names))
+                if cursor_file is not None and getattr(event, "cursor", None):
+                    _save(cursor_file, event.cursor)
         except KeyboardInterrupt:
             out.note("stopped")
         finally:
             subscription.unsubscribe()
     return EXIT_OK
+
+
+def _save(cursor_file: CursorFile, cursor: str) -> None:
+    try:
+        cursor_file.save(cursor)
+    except OSError as exc:
+        raise CLIError(f"cannot write --cursor-file {cursor_file.path}: {exc.strerror or exc}") from None
 
 
 def _state_name(client: "Client") -> str:

@@ -11,6 +11,7 @@ gap fill), ``refresher.py`` (token refresh), ``watchdog.py`` (stuck sockets);
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from .._logging import get_logger
@@ -19,6 +20,7 @@ from ..errors import SignalWireError, ValidationError
 from ..models import ConversationMessageEvent
 from .backoff import Backoff
 from .connection import Connection, RawEvent
+from .delivery import Position
 from .names import KnownNames
 from .state import ConnectionState
 from .subscription import BoundedQueue, ErrorHook, Subscription
@@ -48,6 +50,23 @@ class Fill:
         self.target = target
 
 
+class Begin:
+    """Queue marker: where a new subscription starts is known (``None``: the server's "now"
+    could not be read). ``epoch`` (the connect count) and ``connected`` were read when it was
+    registered; ``backlog``: it was made with ``after=`` and wants what is stored after it."""
+
+    __slots__ = ("target", "start", "epoch", "connected", "backlog")
+
+    def __init__(
+        self, target: Subscription, start: "Optional[Position]", *, epoch: int, connected: bool, backlog: bool
+    ) -> None:
+        self.target = target
+        self.start = start
+        self.epoch = epoch
+        self.connected = connected
+        self.backlog = backlog
+
+
 class StateChange:
     """Queue marker: tell ``on_state_change`` (in order with the messages)."""
 
@@ -58,7 +77,7 @@ class StateChange:
 
 
 #: what the reader queues: live messages as read (decoded by the dispatcher), and markers
-Item = Union[RawEvent, Fill, StateChange]
+Item = Union[RawEvent, Fill, Begin, StateChange]
 
 
 class Fatal(Exception):
@@ -155,6 +174,14 @@ class ListenerCore:
     _malformed_logged: bool
     _draining_stopped: bool
 
+    def _server_now(self) -> float:
+        """The server's clock, for token expiry (a server time): the last server ping's
+        timestamp plus the monotonic time since; the local clock before the first ping."""
+        clock = self._server_clock
+        if clock is None:
+            return time.time()
+        return clock[0] + (time.monotonic() - clock[1])
+
     # ------------------------------------------------------------------------------------------
     # state: every transition under the lock; told by the dispatcher thread only
 
@@ -193,14 +220,15 @@ class ListenerCore:
             self._call_state_hook(state)
         return True
 
-    def _request_fill(self, fill: Fill, *, connected: bool = False) -> None:
+    def _request_fill(self, fill: Fill, *, connected: bool = False, first: bool = False) -> None:
         """Queue a gap fill; the state is ``RECOVERING`` until it is done (from ``CONNECTED``,
-        or from a reconnect when ``connected``: the reader has just got the link back)."""
+        or from a reconnect when ``connected``: the reader has just got the link back). The
+        ``first`` connection's fill keeps ``CONNECTING`` (and ``subscribe()`` waiting) instead."""
         with self._lock:
             if self._state is ConnectionState.CLOSED:
                 return
             self._pending_fills += 1
-            if connected or self._state is ConnectionState.CONNECTED:
+            if not first and (connected or self._state is ConnectionState.CONNECTED):
                 if self._state is not ConnectionState.RECOVERING:
                     self._state = ConnectionState.RECOVERING
                     self._untold += 1

@@ -22,8 +22,16 @@ from .._logging import get_logger
 from ..errors import AuthenticationError, RealtimeError
 from ..models import ConversationMessageEvent, decode_event
 from .connection import RawEvent
-from .core import Fill, ListenerCore, StateChange
-from .delivery import Position, encode_cursor, plan_recovery, since_for, ts_seconds
+from .core import Begin, Fill, ListenerCore, StateChange
+from .delivery import (
+    CURSOR_VERSION,
+    MILLISECONDS_THRESHOLD,
+    Position,
+    encode_cursor,
+    plan_recovery,
+    since_for,
+    ts_seconds,
+)
 from .state import ConnectionState
 from .subscription import QueueClosed, Subscription
 
@@ -59,9 +67,13 @@ class DispatcherPart(ListenerCore):
                             # what follows is after the gap: delivering it would put the
                             # delivered cursor past messages never delivered
                             self._draining_stopped = True
+                            if item.target is not None:
+                                item.target._begun.set()
                             self._fill_done(item)
                             continue
                         self._run_fill(item)
+                    elif isinstance(item, Begin):
+                        self._begin(item)
                     elif isinstance(item, StateChange):
                         with self._lock:
                             self._untold -= 1
@@ -81,6 +93,26 @@ class DispatcherPart(ListenerCore):
             self._stopped.set()
             self._notify_closed()
 
+    def _begin(self, item: Begin) -> None:
+        """A subscription's start is known: deliver what waited, or fetch from its start."""
+        sub = item.target
+        if not sub.active:
+            sub._begun.set()
+            return
+        if self.stats["connects"] == 0:
+            sub._begin(item.start)  # the first connection's fill will include it
+            sub._begun.set()
+            return
+        missed = item.backlog or not item.connected or self.stats["connects"] != item.epoch
+        if sub._begin(item.start, hold=missed and item.start is not None) or (missed and item.start is not None):
+            # an after= backlog, or the websocket was down (or replaced) while the start was
+            # read, or more waited than it may hold: fetch from its start over REST (the
+            # fill sets _begun when done)
+            sub._held = True
+            self._request_fill(Fill("after=" if item.backlog else "subscribe", sub))
+        else:
+            sub._begun.set()
+
     def _may_drain(self) -> bool:
         """While closing: whether what was received may still be delivered."""
         return not self._draining_stopped and time.monotonic() < self._drain_deadline
@@ -97,12 +129,17 @@ class DispatcherPart(ListenerCore):
         if type(message_id) is not str or not message_id:
             self._malformed("it has no id")
             return
-        ts = ts_seconds(payload.get("ts"))
-        if ts is None:
-            self._malformed("it has no numeric ts")
-            return
+        ts = payload.get("ts")
+        if type(ts) is float and ts - ts == 0.0 and ts < MILLISECONDS_THRESHOLD:
+            pass  # the common case: finite float seconds
+        else:
+            ts = ts_seconds(ts)
+            if ts is None:
+                self._malformed("it has no numeric ts")
+                return
         try:
-            event = decode_event(payload, is_author=is_author, cursor=encode_cursor(ts, message_id))
+            # the cursor as encode_cursor() writes it (inlined: this runs for every event)
+            event = decode_event(payload, is_author=is_author, cursor=f"{CURSOR_VERSION}:{ts!r}:{message_id}")
         except Exception as exc:  # ResponseValidationError, or anything odd: skip, never die
             self.stats["events_skipped"] += 1
             logger.warning(
@@ -129,7 +166,7 @@ class DispatcherPart(ListenerCore):
     def _plausible(self, ts: float) -> bool:
         """Whether ``ts`` is not far past the server's clock (unknown before its first ping)."""
         clock = self._server_clock
-        if clock is None:
+        if clock is None or ts <= clock[0] + FUTURE_SLACK:
             return True
         return ts <= clock[0] + (time.monotonic() - clock[1]) + FUTURE_SLACK
 
@@ -137,8 +174,10 @@ class DispatcherPart(ListenerCore):
         """Offer ``event`` to every subscription; how many took it."""
         taken = duplicate = 0
         advance = self._plausible(ts)
+        conversation_id = event.conversation_id
         for sub in self._subs:
-            if sub._matches(event):
+            group_id = sub.group_id
+            if group_id is None or group_id == conversation_id:
                 verdict = sub._offer(event, ts, advance)
                 if verdict == 1:
                     taken += 1
@@ -159,7 +198,9 @@ class DispatcherPart(ListenerCore):
             targets: List[Subscription] = [fill.target] if fill.target.active else []
         else:
             # a subscription still waiting for its after= backlog gets everything from it
-            targets = [s for s in self._subs if not s._held and not s._unknown_start]
+            targets = [
+                s for s in self._subs if not s._held and not s._unknown_start and s._pending is None
+            ]
         try:
             if not targets:
                 return
@@ -203,6 +244,7 @@ class DispatcherPart(ListenerCore):
         finally:
             if fill.target is not None:
                 fill.target._held = False
+                fill.target._begun.set()
             self._fill_done(fill)
 
     def _fetch_until_done(self, fill: Fill, since: float) -> "List[Any] | None":
@@ -220,6 +262,7 @@ class DispatcherPart(ListenerCore):
                 return None
             except Exception as exc:
                 self.stats["gap_fill_failures"] += 1
+                self._last_error = exc
                 delay = self._backoff.delay(failures)
                 failures += 1
                 logger.warning(
@@ -237,12 +280,15 @@ class DispatcherPart(ListenerCore):
     def _fill_done(self, fill: Fill) -> None:
         with self._lock:
             self._pending_fills -= 1
+            done = self._pending_fills == 0
         self._transition(
             ConnectionState.CONNECTED,
-            only_from=(ConnectionState.RECOVERING,),
+            only_from=(ConnectionState.RECOVERING, ConnectionState.CONNECTING),
             on_dispatcher=True,
             when_filled=True,
         )
+        if done and self._connected_once:
+            self._ready.set()  # the first connection's fill is done: subscribe() returns
 
     def _complete(self, event: ConversationMessageEvent, ts: float) -> ConversationMessageEvent:
         """A recovered event as a live one would be: names (what the listener learned, then

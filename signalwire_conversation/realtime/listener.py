@@ -33,7 +33,7 @@ from ..errors import AuthenticationError, RealtimeError, SignalWireError, Valida
 from ..models import ConversationMessageEvent
 from .backoff import Backoff
 from .connection import AGENT, DEFAULT_MAX_MESSAGE_BYTES, shutdown_socket
-from .core import FetchLatest, FetchMissed, Fill, Item, NameFiller, StateHook, count, positive, wait_arg
+from .core import Begin, FetchLatest, FetchMissed, Item, NameFiller, StateHook, count, positive, wait_arg
 from .delivery import Position, decode_cursor, position_of_newest
 from .dispatcher import DispatcherPart
 from .names import KnownNames
@@ -294,48 +294,66 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
                 raise ValidationError("after", str(exc)) from None
             start = Position(ts, (anchor,))
         wait = positive("timeout", timeout)
-        with self._lock:
-            self._raise_if_stopped()
-            self._start_locked()
-            self._subscribe_waiters += 1
-        try:
-            self._wait_ready(wait)
-        finally:
-            with self._lock:
-                self._subscribe_waiters -= 1
-        unknown_start = False
-        if start is None:
-            # the server's "now": messages stored before this call are at or before it
-            try:
-                start = position_of_newest(self._fetch_latest())
-            except AuthenticationError:
-                raise
-            except Exception as exc:
-                logger.warning(
-                    "subscribe(): could not read the server's newest message (%s: %s); this "
-                    "subscription starts at the first live message it receives instead",
-                    type(exc).__name__,
-                    exc,
-                )
-                self._report_error(exc, None)
-                start = Position()
-                unknown_start = True
         sub = Subscription(
             self,
             callback,
             group_id=group_id,
             maxsize=self._subscription_queue_size,
-            start=start,
+            start=start if start is not None else Position(),
             after=after,
             anchor=anchor,
             dedup_size=self._dedup_size,
-            unknown_start=unknown_start,
+            pending=True,
         )
+        # Registered before anything else, so that no message stored from now on can pass it
+        # by: live ones wait in it until its start is known (the Begin marker below). Whether
+        # the websocket may have missed some since the start is read is decided by the
+        # dispatcher from the connection count taken here.
         with self._lock:
             self._raise_if_stopped()
             self._subs = self._subs + (sub,)
-        if after is not None:
-            self._request_fill(Fill("after=", sub))
+            self._start_locked()
+            self._subscribe_waiters += 1
+            epoch = self.stats["connects"]
+            connected = self._state in (ConnectionState.CONNECTED, ConnectionState.RECOVERING)
+        refused: Optional[AuthenticationError] = None
+        try:
+            known = start
+            if after is None:
+                try:
+                    # the server's "now": what is stored before it is not this subscription's
+                    known = position_of_newest(self._fetch_latest())
+                except AuthenticationError as exc:
+                    refused = exc  # raised below, unless the websocket refuses the token first
+                except Exception as exc:
+                    logger.warning(
+                        "subscribe(): could not read the server's newest message (%s: %s); this "
+                        "subscription starts at the first live message it receives instead",
+                        type(exc).__name__,
+                        exc,
+                    )
+                    self._report_error(exc, None)
+            if refused is None:
+                self._queue.force(Begin(sub, known, epoch=epoch, connected=connected, backlog=after is not None))
+            deadline = time.monotonic() + wait
+            self._wait_ready(wait)
+            if refused is not None:
+                raise refused
+            if after is None and not self._on_dispatcher():
+                # until it delivers from its start (a short fill when the link was not up
+                # while the start was read); an after= backlog is not waited for
+                if not sub._begun.wait(wait_arg(max(0.0, deadline - time.monotonic()))):
+                    raise RealtimeError(
+                        f"the subscription could not start within {wait:g}s (the messages since "
+                        f"its start could not be fetched over REST; last error: {self._last_error})"
+                    )
+                self._raise_if_stopped()
+        except BaseException:
+            sub.unsubscribe()
+            raise
+        finally:
+            with self._lock:
+                self._subscribe_waiters -= 1
         return sub
 
     def start(self, timeout: Optional[float] = None) -> None:
@@ -456,9 +474,20 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
         for thread in self._threads:
             thread.start()
 
+    def _on_dispatcher(self) -> bool:
+        return bool(self._threads) and threading.current_thread() is self._threads[1]
+
     def _wait_ready(self, timeout: float) -> None:
+        if self._on_dispatcher():
+            return  # a callback during the first connection's fill: the dispatcher cannot wait
         if not self._ready.wait(wait_arg(timeout)):
             last = f": last error: {self._last_error}" if self._last_error is not None else ""
+            if self._connected_once:
+                raise RealtimeError(
+                    f"connected to {self.relay_url}, but the messages stored since the "
+                    f"subscription started could not be fetched over REST within {timeout:g}s"
+                    f"{last} (the listener keeps retrying in the background)"
+                )
             raise RealtimeError(
                 f"could not connect to {self.relay_url} within {timeout:g}s{last} "
                 "(the listener keeps retrying in the background)"
@@ -481,7 +510,7 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
             return False
         had_subs = bool(self._subs)
         for sub in self._subs:
-            sub._active = False
+            sub._forget_parent()
         self._init_runtime()
         return had_subs
 

@@ -53,10 +53,12 @@ class KnownNames:
 
     def learn(self, event: ConversationMessageEvent) -> None:
         """Remember the names a live event carries."""
-        if event.conversation_name and event.conversation_id:
-            self._conversations.put(event.conversation_id, event.conversation_name)
-        if event.user_name and event.user_id:
-            self._users.put(event.user_id, event.user_name)
+        name = event.conversation_name
+        if name and event.conversation_id and self._conversations._data.get(event.conversation_id) != name:
+            self._conversations.put(event.conversation_id, name)
+        name = event.user_name
+        if name and event.user_id and self._users._data.get(event.user_id) != name:
+            self._users.put(event.user_id, name)
 
     def fill(self, event: ConversationMessageEvent) -> ConversationMessageEvent:
         """``event`` with its missing names filled from what was learned (the same object

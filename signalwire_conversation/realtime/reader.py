@@ -79,7 +79,7 @@ class ReaderPart(ListenerCore):
             not resume
             and self._tokens.refreshable
             and self._expires_at is not None
-            and time.time() >= self._expires_at - 1.0
+            and self._server_now() >= self._expires_at - 1.0
         ):
             self._refresh_token("the token has expired")
         token = self._tokens.get()
@@ -127,7 +127,7 @@ class ReaderPart(ListenerCore):
         expires_at = token_expiry(result)
         if expires_at is not None:
             self._expires_at = expires_at
-            self._token_lifetime = max(0.0, expires_at - time.time())
+            self._token_lifetime = max(0.0, expires_at - self._server_now())
         self._refreshed_since_success = False
         self.stats["connects"] += 1
         if resume:
@@ -140,11 +140,16 @@ class ReaderPart(ListenerCore):
             # what was stored while the link was down is fetched over REST before what is
             # read from now on (RECOVERING until the dispatcher has delivered it)
             self._request_fill(Fill("reconnect"), connected=True)
+        elif self._subs:
+            # what was stored between the subscriptions' start and this first connection; the
+            # dispatcher says CONNECTED (and wakes subscribe()) once it is delivered
+            self._connected_once = True
+            self._request_fill(Fill("connect"), first=True)
         else:
             self._transition(ConnectionState.CONNECTED)
         if buffered:
             self._offer(buffered)
-        if not was_connected:
+        if not was_connected and not self._ready.is_set() and self._pending_fills == 0:
             self._connected_once = True
             self._ready.set()
         self._refresh_kick.set()  # reschedule the token refresh
@@ -208,7 +213,13 @@ class ReaderPart(ListenerCore):
                     timeout = max(0.01, int(remaining * 10) / 10)
                 conn.poll(timeout)
                 if conn.server_time is not None:
+                    first = self._server_clock is None
                     self._server_clock = conn.server_time
+                    if first:
+                        # the token's expiry (a server time) can now be read right
+                        if self._expires_at is not None:
+                            self._token_lifetime = max(0.0, self._expires_at - self._server_now())
+                        self._refresh_kick.set()
         except ConnectionLost as exc:
             if not self._closing.is_set():
                 self._last_error = exc

@@ -32,7 +32,12 @@ class RefresherPart(ListenerCore):
         while not self._closing.is_set():
             due = self._refresh_due()
             # at most one refresh a second, whatever the server says about expiry
-            timeout = None if due is None else max(0.0, due - time.time(), self._last_refresh_at + 1.0 - time.time())
+            timeout = (
+                None
+                if due is None
+                # (looked at again at least once a minute: the server's clock may be learned since)
+                else min(60.0, max(0.0, due - self._server_now(), self._last_refresh_at + 1.0 - time.time()))
+            )
             if self._refresh_kick.wait(timeout):
                 self._refresh_kick.clear()
                 continue
@@ -74,10 +79,10 @@ class RefresherPart(ListenerCore):
         lifetime = self._token_lifetime or 0.0
         if expires_at is None:
             # no expiry in the answer: assume the new token lives as long as the last one
-            expires_at = time.time() + lifetime if lifetime > 0 else None
+            expires_at = self._server_now() + lifetime if lifetime > 0 else None
             self._expires_at = expires_at
         else:
             self._expires_at = expires_at
-            self._token_lifetime = max(0.0, expires_at - time.time())
+            self._token_lifetime = max(0.0, expires_at - self._server_now())
         logger.info("token refreshed on the live websocket")
 

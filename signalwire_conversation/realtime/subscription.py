@@ -206,7 +206,7 @@ class Subscription:
         after: Optional[str] = None,
         anchor: Optional[str] = None,
         dedup_size: int = 10_000,
-        unknown_start: bool = False,
+        pending: bool = False,
     ) -> None:
         self._owner = owner
         self._callback = callback
@@ -222,11 +222,18 @@ class Subscription:
         self._anchor = anchor
         self._recent = RecentIds(dedup_size)
         self._cursor = after
-        #: waiting for its after= backlog: live messages are left to the backlog's fetch
-        self._held = after is not None
+        #: waiting for a fill from its start (an after= backlog): live messages are left to it
+        self._held = False
         #: the server's "now" could not be read at subscribe(): the first live message sets it
         #: (until then gap fills leave this subscription out)
-        self._unknown_start = unknown_start
+        self._unknown_start = False
+        #: registered, its start not known yet: live messages wait here (bounded; beyond, they
+        #: are fetched over REST once the start is known)
+        self._pending: Optional[List[Tuple[ConversationMessageEvent, float, bool]]] = [] if pending else None
+        self._pending_overflowed = False
+        self._pending_max = dedup_size
+        #: set by the dispatcher once it delivers from its start (subscribe() waits for it)
+        self._begun = threading.Event()
         # pull mode: overflow and its own recovery (consumer thread vs dispatcher thread)
         self._plock = threading.Lock()
         self._overflowed = False
@@ -327,6 +334,13 @@ class Subscription:
         never raises."""
         if not self._active or self._held:
             return 0
+        pending = self._pending
+        if pending is not None:
+            if len(pending) < self._pending_max:
+                pending.append((event, ts, advance))
+            else:
+                self._pending_overflowed = True
+            return 0
         message_id = event.id
         assert message_id is not None
         if self._unknown_start:
@@ -335,14 +349,20 @@ class Subscription:
             self._start = Position(ts)
             self._position = Position(ts)
             self._unknown_start = False
-        if not self._start.precedes(ts, message_id):
+        start = self._start
+        if ts < start.ts or (ts == start.ts and message_id in start.ids):
             return 0  # stored before this subscription started (or at/before its cursor)
         if self._callback is None:
             return self._offer_pull(event, ts, advance)
         if not self._recent.add(message_id):
             return 2
         if advance:
-            self._position.advance(ts, message_id)
+            position = self._position
+            if ts > position.ts:  # Position.advance, inlined (every event comes here)
+                position.ts = ts
+                position.ids = {message_id}
+            else:
+                position.advance(ts, message_id)
         self._cursor = event.cursor
         try:
             self._callback(event)
@@ -350,6 +370,23 @@ class Subscription:
             logger.exception("a subscription callback raised %s on message %s", type(exc).__name__, event.id)
             self._owner._report_error(exc, event)
         return 1
+
+    def _begin(self, start: Optional[Position], *, hold: bool = False) -> bool:
+        """Dispatcher thread: the start is known (``None``: unknown, the first live message
+        sets it). Unless ``hold`` (a fill from the start follows), deliver what waited, in
+        order. ``True`` when what waited overflowed and must be fetched over REST instead
+        (the caller holds the subscription and queues that fill)."""
+        pending, self._pending = self._pending or [], None
+        if start is None:
+            self._unknown_start = True
+        else:
+            self._start = start
+            self._position = start.copy()
+        if hold or (self._pending_overflowed and start is not None):
+            return self._pending_overflowed
+        for event, ts, advance in pending:
+            self._offer(event, ts, advance)
+        return False
 
     def _offer_pull(self, event: ConversationMessageEvent, ts: float, advance: bool) -> int:
         assert self._queue is not None and event.id is not None
@@ -425,8 +462,19 @@ class Subscription:
                 self._overflowed = False
                 self.dropped = 0
 
+    def _forget_parent(self) -> None:
+        """In a forked child: this subscription stays the parent's; here it is over (its queue
+        is replaced, since a parent thread may have held the old one's lock at the fork)."""
+        self._active = False
+        self._plock = threading.Lock()
+        if self._queue is not None:
+            ended: BoundedQueue[ConversationMessageEvent] = BoundedQueue(1)
+            ended.close(discard=True)
+            self._queue = ended
+
     def _close(self, *, discard: bool) -> None:
         self._active = False
+        self._begun.set()  # nobody waits for a start that will not come
         if self._queue is not None:
             self._queue.close(discard=discard)
 

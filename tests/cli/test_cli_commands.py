@@ -208,17 +208,20 @@ def _tail_in_thread(world: World, monkeypatch: pytest.MonkeyPatch, *argv: str) -
     out, err = EventStream("\n"), EventStream("listening")
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stderr", err)
+    subscribed = threading.Event()
+    real_subscribe = cli.tail._subscribe
+
+    def subscribe(*args: Any) -> Any:  # a subscription delivers what is stored after it returned
+        subscription = real_subscribe(*args)
+        subscribed.set()
+        return subscription
+
+    monkeypatch.setattr(cli.tail, "_subscribe", subscribe)
     status: List[int] = []
-    probes = world.emulator.request_count("GET", r"/api/fabric/messages$")
     thread = threading.Thread(target=lambda: status.append(main(world.args("tail", *argv))), daemon=True)
     thread.start()
-    if "--json" in argv:  # no notes on stderr with --json: watch the emulator instead
-        world.emulator.wait_for(lambda: any(c.authenticated for c in world.emulator.connections), timeout=10)
-        # the subscription reads its start position after subscribing: live from then on
-        world.emulator.wait_for(
-            lambda: world.emulator.request_count("GET", r"/api/fabric/messages$") > probes, timeout=10
-        )
-    else:
+    assert subscribed.wait(10), err.getvalue()
+    if "--json" not in argv:  # the note comes first
         assert err.event.wait(10), err.getvalue()
     return thread, out, status
 

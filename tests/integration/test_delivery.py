@@ -86,7 +86,7 @@ def _run_drops(
             emu.send_message(bob if i % 2 else carol, alice.address_id, text)
     got.wait_for(len(texts), timeout=60)
     wait_until(lambda: client.connection_state is ConnectionState.CONNECTED, WAIT, "connected at the end")
-    wait_until(lambda: client.stats["gap_fills"] == client.stats["connects"] - 1, WAIT, "the last gap fill")
+    wait_until(lambda: client._listener is not None and client._listener._pending_fills == 0, WAIT, "the last gap fill")
     assert got.texts == texts  # every one stored after subscribe(), once, in order; none before
     cursors = [e.cursor for e in got.events]
     assert all(cursors) and len(set(cursors)) == len(cursors)
@@ -407,3 +407,91 @@ def test_a_forked_child_starts_afresh_and_the_parent_keeps_receiving(
         reader.close()
         _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
+
+
+def test_a_subscription_whose_start_cannot_be_read_starts_at_its_first_live_message(
+    emu: Emulator, alice: Subscriber, bob: Subscriber, make_client: ClientFactory
+) -> None:
+    errors: List[BaseException] = []
+    got = Recorder()
+    client = make_client(alice, max_retries=0, on_error=lambda exc, event: errors.append(exc),
+                         listener_options=FAST_LISTENER)
+    emu.send_message(bob, alice.address_id, "history")
+    emu.fail_next(503, times=1, method="GET", path="^/api/fabric/messages$")
+    client.conversation.subscribe(got)  # does not fail: reported instead
+    assert len(errors) == 1
+    emu.send_message(bob, alice.address_id, "first live")
+    got.wait_for(1)
+    assert got.texts == ["first live"]
+
+
+def test_after_must_be_a_cursor(make_client: ClientFactory, alice: Subscriber) -> None:
+    from signalwire_conversation import ValidationError
+
+    client = make_client(alice)
+    with pytest.raises(ValidationError, match="after"):
+        client.conversation.subscribe(after="not a cursor")
+    assert client.stats["connects"] == 0  # refused before anything was sent
+
+
+@pytest.mark.parametrize("offset", [-3600.0, 3600.0], ids=["server-1h-behind", "server-1h-ahead"])
+def test_token_refresh_is_timed_by_the_server_clock(
+    emu: Emulator, alice: Subscriber, make_client: ClientFactory, offset: float
+) -> None:
+    emu.clock_offset = offset
+    emu.ping_interval = 0.1
+    issued: List[str] = []
+
+    def source() -> str:
+        issued.append(emu.issue_token(alice, ttl=4.0))
+        return issued[-1]
+
+    client = make_client(source, listener_options=dict(FAST_LISTENER, refresh_margin=1.0))
+    client.conversation.subscribe(Recorder())
+    started = time.monotonic()
+    listener = client._listener
+    assert listener is not None
+    wait_until(lambda: listener._server_clock is not None, WAIT, "a server ping")
+    # by the local clock the token looks an hour expired (or an hour away): neither is true
+    time.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
+    assert client.stats["token_refreshes"] == 0
+    wait_until(lambda: client.stats["token_refreshes"] >= 1, WAIT, "a refresh before the token expires")
+    assert client.listener_error is None
+
+
+def test_a_slow_start_read_misses_nothing_stored_after_subscribe_returns(
+    emu: Emulator, alice: Subscriber, bob: Subscriber, make_client: ClientFactory
+) -> None:
+    emu.send_message(bob, alice.address_id, "before")
+    emu.latency = 0.3  # every REST answer late: the websocket is up before the start is read
+    got = Recorder()
+    client = make_client(alice, listener_options=FAST_LISTENER)
+    done = threading.Event()
+    threading.Thread(target=lambda: (client.conversation.subscribe(got), done.set()), daemon=True).start()
+    emu.wait_connected(alice)
+    emu.send_message(bob, alice.address_id, "during")  # stored during subscribe(): either way
+    assert done.wait(WAIT)
+    assert client.connection_state is ConnectionState.CONNECTED
+    emu.latency = 0.0
+    emu.send_message(bob, alice.address_id, "after")
+    got.wait_for(1)
+    wait_until(lambda: "after" in got.texts, WAIT, "the message stored after subscribe() returned")
+    assert "before" not in got.texts and got.texts[-1] == "after"
+    assert len(got.texts) == len(set(got.texts))
+
+
+def test_a_slow_iterators_recovery_is_retried_when_rest_fails(
+    emu: Emulator, alice: Subscriber, bob: Subscriber, make_client: ClientFactory
+) -> None:
+    errors: List[BaseException] = []
+    client = make_client(alice, max_retries=0, on_error=lambda exc, event: errors.append(exc),
+                         listener_options=dict(FAST_LISTENER, subscription_queue_size=10))
+    slow = client.conversation.subscribe()
+    texts = [f"r-{i}" for i in range(40)]
+    emu.send_messages(bob, alice.address_id, texts)
+    wait_until(lambda: slow.dropped > 0, WAIT, "the iterator's queue overflowed")
+    emu.wait_for(lambda: not emu.unacked_events(alice), timeout=WAIT)  # all 40 arrived live
+    emu.fail_next(503, times=1, method="GET", path="^/api/fabric/messages$")
+    read = [slow.get(timeout=WAIT).text for _ in range(40)]
+    assert read == texts
+    assert len(errors) == 1  # the failed recovery was reported, then tried again
