@@ -1,6 +1,6 @@
 """``ConversationAPI``: the five REST methods of the seed API, plus ``subscribe``.
 
-The live backend is group based (PROTOCOL.md §1.3-1.5): a conversation with an address is
+The live backend is group based (docs/protocol.md §1.3-1.5): a conversation with an address is
 reached through the ``group_id`` that ``POST /api/fabric/conversations/join`` returns. This
 module looks up the subscriber's own address once (``GET /api/fabric/subscriber/info``),
 joins lazily before the first read of or send to a conversation, and caches
