@@ -1,6 +1,6 @@
 """Configuration: the token, its JWE header, the REST and websocket hosts, the environment.
 
-Nothing here touches the network. Rules (PROTOCOL.md §1.1): the SAT is a 5-part JWE whose
+Nothing here touches the network. Rules (docs/protocol.md §1.1): the SAT is a 5-part JWE whose
 protected header carries ``ch`` (e.g. ``puc.swire.io``). The REST base is
 ``https://fabric.<ch minus its first label>`` and the websocket is ``wss://<ch>``; without a
 usable ``ch`` they are ``https://fabric.signalwire.com`` and ``wss://puc.signalwire.com``.
@@ -212,7 +212,7 @@ class Hosts:
 
 
 def hosts_from_ch(ch: Any) -> Tuple[str, str]:
-    """REST base and relay URL derived from a token's ``ch`` claim (PROTOCOL.md §1.1)."""
+    """REST base and relay URL derived from a token's ``ch`` claim (docs/protocol.md §1.1)."""
     if not isinstance(ch, str) or "." not in ch.strip().strip("."):
         return DEFAULT_REST_BASE, DEFAULT_RELAY_URL
     ch = ch.strip().strip(".")

@@ -1,6 +1,6 @@
 """Typed results: attrs models and the one converter that decodes them from the wire.
 
-Wire names are mapped here and nowhere else (PROTOCOL.md §3.5): ``group_id`` becomes
+Wire names are mapped here and nowhere else (docs/protocol.md §3.5): ``group_id`` becomes
 ``conversation_id``; ``from_fabric_address_id`` / ``from_address_id`` become ``user_id``;
 ``fabric_address_ids`` becomes ``address_ids``. Both backend generations decode. Fields the
 models do not know are kept in ``extra`` (and come back out of ``to_dict()``), so a newer backend

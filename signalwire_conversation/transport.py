@@ -10,7 +10,7 @@ owns every retry; each decision is a small named function below it:
 - :meth:`Transport._retry_delay` — the wait before a retry (the only randomness, patch it in
   tests) and :meth:`Transport._sleep` (the only sleep on the REST path).
 
-Policy (DESIGN.md §3):
+Policy (the user-facing account is docs/concepts/errors.md, "Retries"):
 
 - GET (and other idempotent methods) are retried on connection errors, timeouts, 408, 429
   and 5xx, and when an answer breaks off mid-body (truncated, reset, timed out).
@@ -40,7 +40,7 @@ creates; with your own ``session=``, only the body is checked (between the chunk
 Links to other hosts: the token is only sent where the base URL lives. An absolute URL (a
 pagination ``next``/``prev`` link) is followed when it has the base URL's exact origin (scheme,
 host, port), or, because the live backend's links may name the *space* host
-(``https://example.signalwire.com/...``) rather than ``fabric.signalwire.com`` (PROTOCOL.md
+(``https://example.signalwire.com/...``) rather than ``fabric.signalwire.com`` (docs/protocol.md
 §1.5), when it is ``https`` on the default port (or the base URL's port) to a host in the base
 URL's parent domain (base ``fabric.signalwire.com``: any ``*.signalwire.com``). An IP-address or
 loopback base URL allows its exact origin only. Anything else (another domain, plain ``http`` to

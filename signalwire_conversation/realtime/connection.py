@@ -5,7 +5,7 @@ A :class:`Connection` is one socket and its health; it never decides to reconnec
 reader thread calling :meth:`Connection.poll`; :meth:`Connection.send` and
 :meth:`Connection.abort` may be called from any thread.
 
-What it does with each frame (PROTOCOL.md §2):
+What it does with each frame (docs/protocol.md §2):
 
 * ``signalwire.event``: acknowledged at once (``{"jsonrpc":"2.0","id":<id>,"result":{}}``), before
   anything else is looked at; a ``conversation.message`` payload (``params.params``) is handed
@@ -79,7 +79,7 @@ logger = get_logger("signalwire_conversation.realtime")
 AGENT = f"signalwire-conversation-python/{__version__}"
 
 #: JSON-RPC error codes of ``signalwire.connect`` that mean "this authentication is refused"
-#: (PROTOCOL.md §2.2): authentication failed, requester validation failed, invalid params.
+#: (docs/protocol.md §2.2): authentication failed, requester validation failed, invalid params.
 AUTH_REFUSAL_CODES = frozenset({-32002, -32003, -32602})
 
 JSON = Dict[str, Any]
@@ -195,7 +195,7 @@ def connect_params(
     """``signalwire.connect`` params: a fresh connect, or a resume when both states are given.
 
     A resume sends ``protocol`` and ``authorization_state`` together (never one alone) along
-    with the token, even an expired one (PROTOCOL.md §2.9).
+    with the token, even an expired one (docs/protocol.md §2.9).
     """
     params: JSON = {
         "version": {"major": 4, "minor": 0, "revision": 0},
