@@ -33,9 +33,19 @@ sends one byte every few milliseconds would otherwise keep a call alive forever.
 deadline passes, the attempt fails with :class:`~signalwire_conversation.APITimeoutError` ("the
 server did not finish its answer within N s") and is retried like any other timeout (GET yes,
 POST never). A call therefore lasts at most ``(max_retries + 1) * (connect + read)`` plus the
-backoff waits. The deadline covers the status line, headers and body for the sessions the SDK
-creates; with your own ``session=``, only the body is checked (between the chunks read).
+backoff waits. The deadline covers the status line, headers and body, for the sessions the SDK creates and for
+the standard adapters of your own ``session=`` (see Connections below).
 ``timeout=None`` disables it along with the other timeouts.
+
+Credentials: the token travels as the request's ``auth`` (:class:`BearerAuth`), so ``requests``
+never replaces it with, or adds to it, ambient credentials (a ``~/.netrc`` entry for the host,
+``session.auth``, an ``Authorization`` header left on your own session).
+
+Connections: the sessions the SDK creates keep up to ``max_connections`` (64 by default)
+connections per host, so that many threads can share one client without the "Connection pool
+is full, discarding connection" churn. With your own ``session=``, its standard adapters get
+the SDK's deadline-aware connection classes (they act only during the SDK's own requests); an
+adapter with its own pool classes is left alone, and for it only the body is checked.
 
 Links to other hosts: the token is only sent where the base URL lives. An absolute URL (a
 pagination ``next``/``prev`` link) is followed when it has the base URL's exact origin (scheme,
@@ -97,6 +107,8 @@ from .errors import (
 )
 
 __all__ = [
+    "BearerAuth",
+    "DEFAULT_MAX_CONNECTIONS",
     "NOT_GIVEN",
     "NotGiven",
     "Transport",
@@ -116,6 +128,8 @@ logger = _logging.get_logger("signalwire_conversation.transport")
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 #: The longest ``Retry-After`` (seconds) the transport sleeps on before retrying by itself.
 DEFAULT_RETRY_AFTER_CAP = 60.0
+#: Connections kept per host by the sessions the SDK creates (``Client(max_connections=...)``).
+DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_BACKOFF_INITIAL = 0.5
 DEFAULT_BACKOFF_MAX = 8.0
 
@@ -145,6 +159,27 @@ class NotGiven:
 #: Sentinel for a per-call option that was not passed (the client default applies).
 NOT_GIVEN = NotGiven()
 
+class BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer <token>``, set as the request's auth.
+
+    Given as ``auth=``, it stops ``requests`` from looking up ``~/.netrc`` (or ``$NETRC``) for
+    the host, and it overrides ``session.auth`` and any ``Authorization`` header the session
+    carries: the SAT is the one credential sent.
+    """
+
+    __slots__ = ("_token",)
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<redacted>)"
+
+
 #: What ``timeout=`` accepts: seconds, a ``(connect, read)`` pair, or ``None`` for no timeout.
 TimeoutArg = Union[float, Tuple[float, float], None]
 
@@ -162,6 +197,14 @@ def resolve_timeout(timeout: Any, *, name: str = "timeout") -> Optional[Tuple[fl
     if timeout is None:
         return None
     return normalize_timeout(timeout, name=name)
+
+
+def resolve_max_connections(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(
+            "max_connections", f"must be an int >= 1 (connections kept per host), got {value!r}"
+        )
+    return value
 
 
 def resolve_max_retries(value: Any, *, name: str = "max_retries") -> int:
@@ -455,7 +498,9 @@ class _DeadlineSocket:
         return bytes(self._sock.recv(bufsize, flags))
 
     def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kwargs: Any) -> Any:
-        if mode != "rb" or kwargs:
+        if mode != "rb" or kwargs or not _socketio_internals(self._sock):
+            # (without the internals: the public reader; the deadline is then checked between
+            # the body's chunks only, and each read is still bounded by the read timeout)
             return self._sock.makefile(mode, buffering, **kwargs)
         import io
 
@@ -471,6 +516,30 @@ class _DeadlineSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+_socketio_checked: Optional[bool] = None
+
+
+def _socketio_internals(sock: Any) -> bool:
+    """Whether ``sock`` has the CPython internals :meth:`_DeadlineSocket.makefile` relies on
+    (``_io_refs``, ``_decref_socketios``, ``socket.SocketIO``); checked on the first socket,
+    and a fall-back to the public ``makefile`` is logged once at DEBUG."""
+    global _socketio_checked
+    if _socketio_checked is None:
+        ok = (
+            isinstance(getattr(sock, "_io_refs", None), int)
+            and callable(getattr(sock, "_decref_socketios", None))
+            and isinstance(getattr(socket, "SocketIO", None), type)
+        )
+        if not ok:
+            logger.debug(
+                "socket internals (_io_refs, _decref_socketios, SocketIO) not found on %s: "
+                "the per-attempt deadline is checked between body chunks only",
+                type(sock).__name__,
+            )
+        _socketio_checked = ok
+    return _socketio_checked
 
 
 class _DeadlineMixin:
@@ -523,6 +592,45 @@ class _DeadlineAdapter(HTTPAdapter):
         if getattr(manager, "pool_classes_by_scheme", None) is not None and not proxy.lower().startswith("socks"):
             manager.pool_classes_by_scheme = dict(_DEADLINE_POOLS)
         return manager
+
+
+def _install_deadline(session: requests.Session) -> int:
+    """Give ``session``'s standard adapters the deadline-aware pools; how many got them.
+
+    An adapter qualifies when it is an ``HTTPAdapter`` whose pool manager still uses urllib3's
+    own pool classes (anything custom is left alone). The new pools' connections behave as
+    before unless the SDK's own request is running on the thread (the deadline is per thread).
+    """
+    installed = 0
+    for adapter in set(session.adapters.values()):
+        if isinstance(adapter, _DeadlineAdapter):
+            installed += 1
+            continue
+        if not isinstance(adapter, HTTPAdapter):
+            continue
+        manager = getattr(adapter, "poolmanager", None)
+        if not _uses_standard_pools(manager):
+            continue
+        setattr(manager, "pool_classes_by_scheme", dict(_DEADLINE_POOLS))
+        original = adapter.proxy_manager_for
+
+        def proxy_manager_for(proxy: str, _original: Any = original, **proxy_kwargs: Any) -> Any:
+            proxy_manager = _original(proxy, **proxy_kwargs)
+            if _uses_standard_pools(proxy_manager) and not proxy.lower().startswith("socks"):
+                proxy_manager.pool_classes_by_scheme = dict(_DEADLINE_POOLS)
+            return proxy_manager
+
+        setattr(adapter, "proxy_manager_for", proxy_manager_for)
+        installed += 1
+    return installed
+
+
+_STANDARD_POOLS = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
+
+
+def _uses_standard_pools(manager: Any) -> bool:
+    classes = getattr(manager, "pool_classes_by_scheme", None)
+    return classes is not None and set(classes.items()) == set(_STANDARD_POOLS.items())
 
 
 def _passed(deadline: Optional[float]) -> bool:
@@ -578,6 +686,7 @@ class Transport:
         retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
         backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self._tokens = tokens
@@ -588,13 +697,16 @@ class Transport:
         self.retry_after_cap = retry_after_cap
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.max_connections = resolve_max_connections(max_connections)
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
-            # Room for many threads sharing one client without "pool is full" churn.
-            adapter = _DeadlineAdapter(pool_connections=4, pool_maxsize=32)
+            # room for many threads sharing one client without "pool is full" churn
+            adapter = _DeadlineAdapter(pool_connections=4, pool_maxsize=self.max_connections)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
+        else:
+            _install_deadline(session)
         self._session = session
         self._user_agent = user_agent()
         self._closed = threading.Event()
@@ -698,7 +810,9 @@ class Transport:
             retry_after: Optional[float] = None
             _attempt.deadline = deadline
             try:
-                response = self._send(method, url, headers=headers, params=params, data=data, timeout=call_timeout)
+                response = self._send(
+                method, url, headers=headers, params=params, data=data, timeout=call_timeout, token=token
+            )
             except requests.exceptions.RequestException as exc:
                 error, retryable = classify_exception(method, url, exc)
                 if budget is not None and isinstance(error, APITimeoutError) and _passed(deadline):
@@ -763,11 +877,13 @@ class Transport:
         params: Optional[Mapping[str, Any]],
         data: Optional[str],
         timeout: Optional[Tuple[float, float]],
+        token: str,
     ) -> requests.Response:
         return self._session.request(
             method,
             url,
             headers=dict(headers),
+            auth=BearerAuth(token),
             params=params,
             data=data.encode("utf-8") if data is not None else None,
             timeout=timeout,
@@ -796,8 +912,8 @@ class Transport:
     # -- helpers -----------------------------------------------------------------------------
 
     def _headers(self, token: str, *, has_body: bool) -> MutableMapping[str, str]:
+        # (the token itself goes as the request's auth: see _send and BearerAuth)
         headers = {
-            "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "User-Agent": self._user_agent,
         }
