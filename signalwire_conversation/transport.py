@@ -66,6 +66,7 @@ them into memory. Error statuses map to the :class:`~signalwire_conversation.API
 from __future__ import annotations
 
 import email.utils
+import io
 import json
 import logging
 import platform
@@ -465,7 +466,8 @@ class _DeadlineSocket:
     """A socket view whose every read is bounded by what is left of the attempt's deadline.
 
     Only the reading side is wrapped (``recv``/``recv_into`` and the ``makefile("rb")`` that
-    ``http.client`` reads the status line, headers and body through); each read gets the
+    ``http.client`` reads the status line, headers and body through, built from public
+    ``io`` classes: no private socket internals are used); each read gets the
     socket timeout ``min(read timeout, time left)``, and a read after the deadline raises
     :class:`_DeadlineExceeded` (a ``socket.timeout``, which urllib3 reports as a read timeout).
     """
@@ -474,6 +476,8 @@ class _DeadlineSocket:
         self._sock = sock
         self._deadline = deadline
         self._timeout: Optional[float] = sock.gettimeout()
+        self._readers = 0
+        self._close_pending = False
 
     def _arm(self) -> None:
         remaining = self._deadline - time.monotonic()
@@ -498,48 +502,55 @@ class _DeadlineSocket:
         return bytes(self._sock.recv(bufsize, flags))
 
     def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kwargs: Any) -> Any:
-        if mode != "rb" or kwargs or not _socketio_internals(self._sock):
-            # (without the internals: the public reader; the deadline is then checked between
-            # the body's chunks only, and each read is still bounded by the read timeout)
+        if mode != "rb" or kwargs:
             return self._sock.makefile(mode, buffering, **kwargs)
-        import io
-
         # what socket.makefile("rb") does, with this view as the raw reader
-        raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
-        self._sock._io_refs += 1
+        raw = _ViewReader(self)
+        self._readers += 1
         if buffering == 0:
             return raw
         return io.BufferedReader(raw, buffering if buffering and buffering > 0 else io.DEFAULT_BUFFER_SIZE)
 
-    def _decref_socketios(self) -> None:
-        self._sock._decref_socketios()
+    def close(self) -> None:
+        """Close the socket, or, while a reader made by :meth:`makefile` is open, once it is
+        closed (``http.client`` closes the connection of a ``Connection: close`` answer
+        before its body is read). The same deferral as ``socket.socket``'s own, by public means."""
+        if self._readers > 0:
+            self._close_pending = True
+        else:
+            self._sock.close()
+
+    def _reader_closed(self) -> None:
+        self._readers -= 1
+        if self._readers <= 0 and self._close_pending:
+            self._close_pending = False
+            self._sock.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
 
-_socketio_checked: Optional[bool] = None
+class _ViewReader(io.RawIOBase):
+    """The raw stream under ``makefile("rb")``: every read goes through the deadline view."""
 
+    def __init__(self, view: _DeadlineSocket) -> None:
+        super().__init__()
+        self._view = view
 
-def _socketio_internals(sock: Any) -> bool:
-    """Whether ``sock`` has the CPython internals :meth:`_DeadlineSocket.makefile` relies on
-    (``_io_refs``, ``_decref_socketios``, ``socket.SocketIO``); checked on the first socket,
-    and a fall-back to the public ``makefile`` is logged once at DEBUG."""
-    global _socketio_checked
-    if _socketio_checked is None:
-        ok = (
-            isinstance(getattr(sock, "_io_refs", None), int)
-            and callable(getattr(sock, "_decref_socketios", None))
-            and isinstance(getattr(socket, "SocketIO", None), type)
-        )
-        if not ok:
-            logger.debug(
-                "socket internals (_io_refs, _decref_socketios, SocketIO) not found on %s: "
-                "the per-attempt deadline is checked between body chunks only",
-                type(sock).__name__,
-            )
-        _socketio_checked = ok
-    return _socketio_checked
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._checkClosed()
+        return self._view.recv_into(buffer)
+
+    def fileno(self) -> int:
+        return int(self._view.fileno())
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._view._reader_closed()
 
 
 class _DeadlineMixin:
