@@ -196,6 +196,7 @@ def test_untrusted_websocket_certificate_fails_subscribe_at_once_and_for_good(
         with pytest.raises(RealtimeError) as info:
             client.conversation.subscribe(timeout=10)
         elapsed = time.monotonic() - started
+        print(f"\ntls: subscribe(timeout=10) with an untrusted certificate raised after {elapsed * 1000:.0f} ms")
         assert elapsed < 10, "subscribe() waited out its timeout instead of failing"
         message = str(info.value)
         assert "certificate verification failed" in message and emu.relay_url in message
@@ -451,6 +452,7 @@ def test_64_threads_on_one_client_no_pool_full_warning(emu: Emulator, alice: Sub
     with Client(alice.token, base_url=emu.base_url, relay_url=emu.relay_url) as client:
         assert client._transport.max_connections == 64
         concurrent_calls(client, emu, 64)
+    print(f"\npool: 64 threads x 2 calls on one client, {len(pool_warnings.messages)} pool-full warnings")
     assert pool_warnings.messages == []
 
 
@@ -458,6 +460,7 @@ def test_too_small_a_pool_is_what_warns(emu: Emulator, alice: Subscriber, pool_w
     # the probe of the test above: with 8 connections for 24 threads the warning does appear
     with Client(alice.token, base_url=emu.base_url, relay_url=emu.relay_url, max_connections=8) as client:
         concurrent_calls(client, emu, 24)
+    print(f"\npool: 24 threads x 2 calls, max_connections=8: {len(pool_warnings.messages)} pool-full warnings")
     assert pool_warnings.messages
 
 
@@ -479,6 +482,7 @@ def test_own_session_keeps_the_total_deadline() -> None:
                 client._transport.get("/api/fabric/conversations")
             elapsed = time.monotonic() - t0
     session.close()
+    print(f"\nsession=: trickled answer ended by the 1.5 s deadline after {elapsed:.2f} s")
     assert elapsed < 5, elapsed
 
 
