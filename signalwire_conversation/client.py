@@ -69,9 +69,10 @@ class Client:
             non-empty ``str``). One decision for REST and the websocket, made here:
             ``True`` means ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` or ``SSL_CERT_FILE`` when
             set (not read when ``session.trust_env`` is false), else the ``certifi`` bundle.
-        token_timeout: how long (seconds, default 30) a token callable may take; a refresh
-            waiting longer fails with :class:`ConfigurationError` (other threads never wait:
-            they keep using the current token).
+        token_timeout: how long (seconds, default 30) a token callable may take when it is
+            called for a refresh; a refresh waiting longer fails with
+            :class:`ConfigurationError` (other threads never wait: they keep using the current
+            token). The first call, made by this constructor, runs on the calling thread.
         on_error: ``on_error(exc, event)`` receives what a subscription callback raised.
         on_state_change: ``on_state_change(state)`` receives each ``ConnectionState``.
         listener_options: extra keyword arguments for the realtime listener (ping watchdog,

@@ -125,7 +125,8 @@ class TokenProvider:
     uses the same client and got a 401) returns the current token at once instead of waiting
     for itself. A call that overran ``timeout`` is abandoned (its late result is dropped) and
     the next refresh calls the callable again; after ``_MAX_HUNG_CALLS`` such calls still
-    running, a refresh fails at once rather than start another thread.
+    running, a refresh fails at once rather than start another thread. The first call, at
+    construction, runs on the constructing thread.
     """
 
     def __init__(
@@ -155,8 +156,9 @@ class TokenProvider:
             self._token = self._checked(source)
         elif callable(source):
             self._factory = source
-            self._token = ""
-            self._token = self._fetch(stale=None)
+            # the first call runs here, on the constructing thread (no thread is started and
+            # nobody else can be waiting yet); refreshes run on their own thread, bounded
+            self._token = self._checked(self._call(source))
         else:
             raise ConfigurationError(
                 f"token must be a str or a zero-argument callable returning a str, "
@@ -251,8 +253,11 @@ class TokenProvider:
                 f"the token callable did not return within {self.timeout:g} s "
                 f"(token_timeout); the current token is kept and the next refresh calls it again"
             )
+        if flight.thread is not None:
+            flight.thread.join(1.0)  # it is past done.set(): returning, gone in microseconds
         if flight.error is not None:
-            raise flight.error
+            # a fresh exception per waiter (several threads may be raising it at once)
+            raise ConfigurationError(flight.error.message) from flight.error.__cause__
         assert flight.token is not None
         return flight.token
 
