@@ -680,8 +680,10 @@ class _BrokenBody(Exception):
 class Transport:
     """Sends requests for one :class:`Client`. Safe to share between threads.
 
-    The session is used, never mutated, after construction: per-request headers carry the
-    token, so a refresh in one thread does not race another thread's request.
+    The session is used, never mutated, after construction (a session you pass gets the
+    deadline-aware pool classes on its standard adapters, at construction): each request
+    carries its token as its own ``auth``, so a refresh in one thread does not race another
+    thread's request.
     """
 
     def __init__(

@@ -654,3 +654,24 @@ def test_refused_websocket_authentication_end_to_end(emu: Emulator, alice: Subsc
     assert err.method == "signalwire.connect"
     for piece in [token] + [p for p in token.split(".") if len(p) >= 8]:
         assert piece not in repr(err.body) and piece not in str(err)
+
+
+def test_fast_path_can_be_switched_off_from_the_environment() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "from signalwire_conversation.realtime import connection as c; print(c.FAST_PATH)"
+    env = {**os.environ, "SIGNALWIRE_WS_FAST_PATH": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+    env["SIGNALWIRE_WS_FAST_PATH"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_bearer_auth_never_shows_the_token() -> None:
+    from signalwire_conversation.transport import BearerAuth
+
+    auth = BearerAuth(TOKEN)
+    assert TOKEN not in repr(auth) and TOKEN not in str(auth)
