@@ -35,6 +35,7 @@ from .connection import (
     AGENT,
     DEFAULT_MAX_MESSAGE_BYTES,
     Connection,
+    ConnectFatal,
     ConnectionLost,
     ConnectRefused,
     RawEvent,
@@ -505,7 +506,7 @@ class Listener:
                 except _RetryNow:
                     delay = 0.0
                     continue
-                except _Fatal as fatal:
+                except (_Fatal, ConnectFatal) as fatal:  # ConnectFatal: an untrusted certificate
                     self._fail(fatal.error)
                     return
                 except (SignalWireError, OSError) as exc:
