@@ -7,10 +7,13 @@ many threads.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import os
 import threading
+import weakref
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Type, Union
 
 import requests
 
@@ -84,6 +87,11 @@ class Client:
             callback from the address directory (cached 3 minutes; see
             :mod:`signalwire_conversation.names`). ``False`` sends no lookups.
 
+    A client that is garbage-collected without :meth:`close` closes its listener (its threads
+    hold no reference to the client). In a process forked from one that used the client, the
+    client starts afresh: no live connection, its own HTTP connections, a new listener on the
+    first ``subscribe()`` (the parent's subscriptions stay in the parent).
+
     Raises:
         ValidationError: an argument of the wrong type or value (naming it).
         ConfigurationError: no usable token, or a host that is not allowed.
@@ -142,7 +150,7 @@ class Client:
             from .realtime.listener import Listener as _Listener
 
             try:
-                _Listener(tokens=self._tokens, relay_url=self.relay_url, fetch_missed=self._fetch_missed, **options)
+                _Listener(tokens=self._tokens, relay_url=self.relay_url, fetch_missed=_no_fetch, **options)
             except ValidationError as exc:
                 text = str(exc)
                 prefix = f"{exc.parameter}: "
@@ -165,7 +173,13 @@ class Client:
         #: ``resolve_names=False``.
         self.names: Optional[NameResolver] = NameResolver(self._transport) if resolve_names else None
         #: The Conversation API (``get_conversations``, ``send_message``, ``subscribe``...).
-        self.conversation = ConversationAPI(self._transport, listener=self._get_listener, names=self.names)
+        self.conversation = ConversationAPI(self._transport, listener=_weak_listener_getter(self), names=self.names)
+        # closes the listener when the client is collected unclosed
+        self._parts = _Parts()
+        self._finalizer = weakref.finalize(self, _collected, self._parts)
+        self._finalizer.atexit = False  # at exit the daemon threads simply end
+        _CLIENTS.add(self)
+
 
     @classmethod
     def for_subscriber(
@@ -195,11 +209,12 @@ class Client:
 
     # -- realtime ------------------------------------------------------------------------------
 
-    def _fetch_missed(self, since: float) -> Iterable[ConversationMessageEvent]:
-        return (event_from_message(m) for m in self.conversation.get_messages(since=since))
-
     def _get_listener(self) -> "Listener":
-        """The realtime listener, built on first use (this starts no thread by itself)."""
+        """The realtime listener, built on first use (this starts no thread by itself).
+
+        Nothing it is given refers to the client (only to the ``ConversationAPI``), so the
+        listener's threads never keep an abandoned client alive.
+        """
         with self._lock:
             if self._closed:
                 raise SignalWireError("this client is closed; create a new Client")
@@ -209,13 +224,30 @@ class Client:
                 self._listener = Listener(
                     tokens=self._tokens,
                     relay_url=self.relay_url,
-                    fetch_missed=self._fetch_missed,
+                    fetch_missed=functools.partial(_recovered_messages, self.conversation),
+                    fetch_latest=functools.partial(_latest_messages, self.conversation),
+                    fill_names=self.names.fill if self.names is not None else None,
                     on_error=self._on_error,
                     on_state_change=self._on_state_change,
                     verify=self._verify,
                     **self._listener_options,
                 )
+                self._parts.listener = self._listener
             return self._listener
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """The realtime listener's counters (a copy; all zero before the first ``subscribe()``):
+        ``connects``, ``disconnects``, ``delivered``, ``recovered``, ``gap_fills``,
+        ``gap_fill_failures``, ``malformed``, ``duplicates``, ``dropped_on_overflow``,
+        ``callback_errors``, ... (docs/realtime.md lists them all)."""
+        with self._lock:
+            listener = self._listener
+        if listener is not None:
+            return dict(listener.stats)
+        from .realtime.listener import _STAT_NAMES
+
+        return dict.fromkeys(_STAT_NAMES, 0)
 
     @property
     def connection_state(self) -> "ConnectionState":
@@ -264,12 +296,18 @@ class Client:
         return self._closed
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the listener (joining its threads) and close the HTTP session. Idempotent."""
+        """Stop the listener and close the HTTP session. Idempotent.
+
+        What the listener already received is delivered first, within ``timeout`` seconds in
+        all (threads joined within the same bound); what it could not deliver is after the
+        last delivered event's ``cursor``, so ``subscribe(after=cursor)`` gets it.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             listener = self._listener
+        self._finalizer.detach()
         try:
             if listener is not None:
                 listener.close(timeout=timeout)
@@ -297,11 +335,100 @@ class Client:
 
 
 # ---------------------------------------------------------------------------------------------
+# What the listener is given: functions of the ConversationAPI, never of the Client
+# ---------------------------------------------------------------------------------------------
+
+
+def _no_fetch(since: float) -> Iterator[ConversationMessageEvent]:
+    return iter(())
+
+
+def _recovered_messages(conversation: ConversationAPI, since: float) -> Iterator[ConversationMessageEvent]:
+    """Gap fill: the stored messages with server ``ts >= since``, newest first, as events with
+    ``is_author`` set (the subscriber's own address ids are known from ``subscriber/info``)."""
+    own = frozenset(conversation.get_subscriber_info().address_ids)
+    for message in conversation.get_messages(since=since):
+        yield event_from_message(message, is_author=(message.user_id in own) if own else None)
+
+
+def _latest_messages(conversation: ConversationAPI) -> List[ConversationMessageEvent]:
+    """The newest few stored messages: where the server's "now" is."""
+    from .realtime.listener import LATEST_PROBE
+
+    return [event_from_message(m) for m in conversation.get_messages(limit=LATEST_PROBE)]
+
+
+def _weak_listener_getter(client: "Client") -> Callable[[], "Listener"]:
+    ref = weakref.ref(client)
+
+    def listener() -> "Listener":
+        live = ref()
+        if live is None:
+            raise SignalWireError(
+                "the Client of this ConversationAPI was garbage-collected (which closed its "
+                "listener); keep a reference to the Client while you subscribe"
+            )
+        return live._get_listener()
+
+    return listener
+
+
+class _Parts:
+    """What the finalizer of a collected client closes (it must not refer to the client).
+
+    Only the listener: the HTTP transport stays usable for a ``ConversationAPI`` that outlives
+    its client (``Client(...).conversation``); its connections go with it.
+    """
+
+    __slots__ = ("listener",)
+
+    def __init__(self) -> None:
+        self.listener: Optional["Listener"] = None
+
+
+def _collected(parts: _Parts) -> None:
+    listener = parts.listener
+    if listener is not None:
+        logger.info("a Client was garbage-collected without close(): closing its listener")
+        listener.close(timeout=0.0)
+
+
+#: every client of this process, for the at-fork hook (weak: it keeps none alive)
+_CLIENTS: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: fresh locks (one may have been held
+    at fork time) and HTTP connections of its own (pooled sockets are shared with the parent).
+    The listener resets itself (realtime/listener.py)."""
+    for client in list(_CLIENTS):
+        client._lock = threading.Lock()
+        api = client.conversation
+        api._lock = threading.Lock()
+        api._info_lock = threading.Lock()
+        api._join_locks = {}
+        client._tokens._lock = threading.Lock()
+        session = getattr(client._transport, "_session", None)
+        adapters = getattr(session, "adapters", {})
+        for adapter in list(adapters.values()):
+            try:
+                adapter.close()  # drops the pooled connections (in this process only)
+            except Exception:  # pragma: no cover - a custom adapter
+                logger.debug("could not reset an HTTP adapter after fork", exc_info=True)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------------------------------------
 # Constructor checks (before anything is built)
 # ---------------------------------------------------------------------------------------------
 
 # Listener parameters the Client passes itself (their own Client arguments set them).
-_CLIENT_SET = frozenset({"tokens", "relay_url", "fetch_missed", "on_error", "on_state_change", "verify"})
+_CLIENT_SET = frozenset(
+    {"tokens", "relay_url", "fetch_missed", "fetch_latest", "fill_names", "on_error", "on_state_change", "verify"}
+)
 
 
 def _check_hook(value: Any, name: str) -> None:

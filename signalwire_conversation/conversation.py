@@ -458,6 +458,7 @@ class ConversationAPI:
         *,
         address_id: Optional[str] = None,
         timeout: float = DEFAULT_SUBSCRIBE_TIMEOUT,
+        after: Optional[str] = None,
     ) -> "Subscription":
         """Receive new messages live; returns a ``Subscription``.
 
@@ -469,6 +470,11 @@ class ConversationAPI:
         Blocks until the websocket is connected and authenticated, at most ``timeout`` seconds
         (``float("inf")``: no bound, wait until connected, refused or closed); a bad or revoked
         token raises :class:`~signalwire_conversation.AuthenticationError`.
+
+        Delivers the messages stored after this call, never one stored before. With
+        ``after=cursor`` (an event's ``cursor``, stored by a worker that restarts) it first
+        delivers every message stored after that one, in order, exactly once, then live ones.
+        ``Subscription.cursor`` is the cursor of the last event it handed over.
         """
         if callback is not None and not callable(callback):
             raise ValidationError("callback", f"must be callable or None, got {type(callback).__name__}")
@@ -481,7 +487,7 @@ class ConversationAPI:
         if callback is not None and self._names is not None:
             callback = _with_names(callback, self._names)
         listener = self._listener()
-        return listener.subscribe(callback, group_id=group, timeout=timeout_)
+        return listener.subscribe(callback, group_id=group, timeout=timeout_, after=after)
 
     def __repr__(self) -> str:
         return f"ConversationAPI(base_url={self._transport.base_url!r})"

@@ -268,7 +268,9 @@ class ConversationMessageEvent(ConversationMessage):
     when the server sent it; else, for a callback subscription, from the address directory as
     for stored messages (``client.names.fill(event)`` does it for any event). Messages
     recovered over REST after a reconnect carry what the REST API returns plus the looked-up
-    ``user_name`` (``recovered`` is ``True``; ``conversation_name`` may be ``None``).
+    ``user_name`` (``recovered`` is ``True``, ``is_author`` set; ``conversation_name`` may be
+    ``None``). ``cursor`` is the resume point of a delivered event (pass it to
+    ``subscribe(after=...)``); ``""`` on an event no subscription delivered.
     """
 
     hidden: bool = False
@@ -276,6 +278,7 @@ class ConversationMessageEvent(ConversationMessage):
     conversation_name: Optional[str] = None
     is_author: Optional[bool] = None
     recovered: bool = False
+    cursor: str = ""
 
 
 @attrs.define(frozen=True, kw_only=True, repr=False, eq=False)
@@ -602,6 +605,7 @@ _CHECKS: Dict[str, str] = {
     "Optional[float]": "type({v}) in _NUM",
     "Optional[bool]": "type({v}) in _OPT_BOOL",
     "bool": "type({v}) is bool",
+    "str": "type({v}) is str",
     "Mapping[str, Any]": "({v} is None or type({v}) is dict)",  # None reads as {}
 }
 _STR = (str, type(None))
@@ -609,6 +613,9 @@ _NUM = (float, int, type(None))
 _OPT_BOOL = (bool, type(None))
 #: The field a decode call may give a default for (the envelope's flag of a live event).
 _CALL_DEFAULT = "is_author"
+#: The field a decode call may set (a delivered event's resume cursor): when the call gives one,
+#: it wins over the payload's.
+_CALL_OVERRIDE = "cursor"
 _SHAPE_CACHE_MAX = 128
 _SHAPE_KEYS_MAX = 64
 _Decoder = Callable[..., Any]
@@ -658,6 +665,8 @@ def _shape_source(cls: type, shape: Tuple[Any, ...]) -> Tuple[str, Dict[str, Any
         if not sources:  # absent: the field's default
             if a.name == _CALL_DEFAULT:
                 value = "default"
+            elif a.name == _CALL_OVERRIDE:
+                value = "override"
             elif isinstance(a.default, attrs.Factory):  # type: ignore[arg-type]
                 namespace[f"_d{j}"] = a.default.factory
                 value = "{}" if a.default.factory is dict else f"_d{j}()"
@@ -679,13 +688,15 @@ def _shape_source(cls: type, shape: Tuple[Any, ...]) -> Tuple[str, Dict[str, Any
         checks.append(kinds[a.name].format(v=value))
         if a.name == _CALL_DEFAULT:
             value = f"(default if {value} is None else {value})"
+        elif a.name == _CALL_OVERRIDE:
+            value = f"(override or {value})"
         elif kinds[a.name] == _CHECKS["Mapping[str, Any]"]:
             value = f"({{}} if {value} is None else {value})"
         stores.append(f"_set{j}(obj, {value})")
     unknown = [i for i, key in enumerate(shape) if key not in names and key not in alias_keys and key != "extra"]
     for i in set(unknown) | {position[key] for key in alias_keys if key in position}:
         namespace[f"_k{i}"] = shape[i]
-    lines = ["def decode(data, default=None):"]
+    lines = ["def decode(data, default=None, override=''):"]
     if shape:
         lines.append(f"    ({', '.join(f'v{i}' for i in range(len(shape)))},) = data.values()")
     lines += body
@@ -771,20 +782,25 @@ def decode_messages(items: Any) -> "list[ConversationMessage]":
     return out
 
 
-def decode_event(payload: Any, *, is_author: Optional[bool] = None) -> ConversationMessageEvent:
+def decode_event(
+    payload: Any, *, is_author: Optional[bool] = None, cursor: str = ""
+) -> ConversationMessageEvent:
     """Decode the ``params.params`` payload of a ``conversation.message`` event.
 
     Also accepts the output of :meth:`ConversationMessageEvent.to_dict`, so an event that went
-    through a queue as JSON decodes back to an equal event.
+    through a queue as JSON decodes back to an equal event. ``cursor`` (when not empty) is the
+    event's resume cursor.
     """
     if type(payload) is dict:
         shape = tuple(payload)
         decoder = _event_shapes.get(shape) or _shape_decoder(ConversationMessageEvent, shape)
         if decoder is not None:
-            event = decoder(payload, is_author)
+            event = decoder(payload, is_author, cursor)
             if event is not None:
                 return cast(ConversationMessageEvent, event)
     event = _event_hook(payload)
+    if cursor and event.cursor != cursor:
+        event = attrs.evolve(event, cursor=cursor)
     if is_author is not None and event.is_author is None:
         event = attrs.evolve(event, is_author=is_author)
     return event
@@ -805,8 +821,11 @@ def decode_subscriber_info(data: Any) -> SubscriberInfo:
     return _subscriber_hook(data)
 
 
-def event_from_message(message: ConversationMessage) -> ConversationMessageEvent:
-    """The event a subscription delivers for a message recovered over REST (gap fill)."""
+def event_from_message(
+    message: ConversationMessage, *, is_author: Optional[bool] = None
+) -> ConversationMessageEvent:
+    """The event a subscription delivers for a message recovered over REST (gap fill);
+    ``is_author`` is whether this subscriber sent it, when the caller knows."""
     fields = {a.name: getattr(message, a.name) for a in attrs.fields(ConversationMessage)}
     extra = dict(fields.pop("extra"))
     hidden = _bool(extra.pop("hidden", False))
@@ -817,6 +836,7 @@ def event_from_message(message: ConversationMessage) -> ConversationMessageEvent
         extra=extra,
         hidden=hidden,
         recovered=True,
+        is_author=is_author,
         address_id=address_id,
         conversation_name=conversation_name,
     )

@@ -620,6 +620,9 @@ class Connection:
         #: Counters for this socket.
         self.events_received = 0
         self.frames_skipped = 0
+        #: ``(server epoch seconds, time.monotonic())`` of the last server ping that carried a
+        #: timestamp: the server's clock, for telling an implausible message ``ts``
+        self.server_time: Optional[Tuple[float, float]] = None
 
     @classmethod
     def open(
@@ -821,7 +824,11 @@ class Connection:
                 continue
             kind = classify_frame(frame)
             if kind is FrameKind.PING:
-                replies.append(_encode(ping_reply(frame.get("id"), frame.get("params"))))
+                params = frame.get("params")
+                replies.append(_encode(ping_reply(frame.get("id"), params)))
+                stamp = params.get("timestamp") if isinstance(params, dict) else None
+                if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+                    self.server_time = (float(stamp), time.monotonic())
                 continue
             if kind is FrameKind.DISCONNECT:
                 logger.info("the server announced a disconnect; it will close this websocket")

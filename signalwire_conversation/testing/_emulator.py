@@ -77,7 +77,7 @@ class Emulator:
     - lifecycle and addresses: :meth:`start`, :meth:`stop`, ``with``, :attr:`running`,
       :attr:`base_url`, :attr:`relay_url`, :attr:`control_url`, :attr:`ch`, :attr:`project_id`,
       :meth:`info`; settings changeable at run time: :attr:`latency`, :attr:`ping_interval`,
-      :attr:`honour_time_filters`, :attr:`default_page_size`;
+      :attr:`honour_time_filters`, :attr:`default_page_size`, :attr:`clock_offset`;
     - subscribers and tokens: :meth:`add_subscriber`, :meth:`subscriber`, :attr:`subscribers`,
       :meth:`issue_token`, :meth:`revoke_token`;
     - project credentials (the token endpoints ``/api/fabric/subscribers/tokens``,
@@ -255,6 +255,20 @@ class Emulator:
         self._store.ping_interval = seconds
         if self._server is not None:
             self._server.wake_pinger()
+
+    @property
+    def clock_offset(self) -> float:
+        """Seconds the server's clock is ahead of this machine's (negative: behind), from -3600
+        to 3600. It moves every server-side time: message ``ts``, token expiry, the ``Date``
+        header, ping timestamps; a client must compare server times with server times only."""
+        return self._store.clock_offset
+
+    @clock_offset.setter
+    def clock_offset(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not -3600 <= seconds <= 3600:
+            raise ValueError(f"clock_offset must be a number of seconds from -3600 to 3600, got {seconds!r}")
+        with self._store.lock:
+            self._store.clock_offset = float(seconds)
 
     @property
     def honour_time_filters(self) -> bool:
@@ -669,6 +683,7 @@ class Emulator:
         if latency > 0:
             self._stop_event.wait(latency)
         response.headers.setdefault("X-Request-Id", store.ids())
+        response.date = store.clock()
         with store.lock:
             entry["status"] = response.status
         return response

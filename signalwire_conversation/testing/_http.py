@@ -73,6 +73,8 @@ class Response:
     status: int
     body: Any = None  # JSON-able, or bytes
     headers: Dict[str, str] = field(default_factory=dict)
+    #: The ``Date`` header's time (epoch seconds; ``None``: now by the wall clock).
+    date: Optional[float] = None
 
     def encode(self, keep_alive: bool) -> bytes:
         if isinstance(self.body, (bytes, bytearray)):
@@ -87,7 +89,7 @@ class Response:
         lines = [f"HTTP/1.1 {self.status} {reason_phrase(self.status)}"]
         headers = {
             "Server": SERVER_HEADER,
-            "Date": formatdate(usegmt=True),
+            "Date": formatdate(self.date, usegmt=True),
             "Content-Length": str(len(payload)),
             "Connection": "keep-alive" if keep_alive else "close",
         }

@@ -363,7 +363,7 @@ class Store:
         self.changed = threading.Condition(self.lock)
         self.ch = ch
         self.base_url = base_url
-        self.clock = clock
+        self._wall_clock = clock
         self.ids = SequentialIds()
         self.project_id = project_id or _uuid()
         self.space_id = _uuid()
@@ -380,6 +380,8 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------------
 
     def _init_state(self) -> None:
+        #: Seconds added to the wall clock (a server whose clock is off; see Emulator.clock_offset).
+        self.clock_offset = 0.0
         self.honour_time_filters: bool = self._default_honour
         self.default_page_size: int = self._default_page_size
         self.max_page_size: int = self._default_max_page_size
@@ -414,6 +416,10 @@ class Store:
     def notify(self) -> None:
         with self.lock:
             self.changed.notify_all()
+
+    def clock(self) -> float:
+        """The server's "now": the wall clock plus :attr:`clock_offset`."""
+        return self._wall_clock() + self.clock_offset
 
     def next_ts(self) -> float:
         """Now, strictly after the last stamp handed out (so listing order is posting order)."""

@@ -34,7 +34,16 @@ from signalwire_conversation.realtime.connection import (
     ping_reply,
     token_expiry,
 )
-from signalwire_conversation.realtime.delivery import RecentIds, gap_since, plan_gap_fill, ts_seconds
+from signalwire_conversation.realtime.delivery import (
+    Position,
+    RecentIds,
+    decode_cursor,
+    encode_cursor,
+    plan_recovery,
+    position_of_newest,
+    since_for,
+    ts_seconds,
+)
 from signalwire_conversation.realtime.subscription import BoundedQueue, QueueClosed
 
 
@@ -368,31 +377,60 @@ class TestDelivery:
         assert "a" not in r and len(r) == 3
         assert r.add("a")
 
-    def test_gap_since(self) -> None:
-        assert gap_since(100.0, 50.0, 2.0) == 98.0
-        assert gap_since(None, 50.0, 2.0) == 48.0
-        assert gap_since(None, None, 2.0) == 0.0
+    def test_position_orders_by_server_ts_then_ties(self) -> None:
+        p = Position()
+        assert p.empty and p.precedes(0.0, "a")
+        p.advance(10.0, "a")
+        assert not p.precedes(9.0, "x") and not p.precedes(10.0, "a")
+        assert p.precedes(10.0, "b") and p.precedes(10.5, "a")
+        p.advance(10.0, "b")
+        assert not p.precedes(10.0, "b")
+        p.advance(5.0, "old")  # never moves back
+        assert p == Position(10.0, {"a", "b"})
+        p.advance(11.0, "c")
+        assert p == Position(11.0, {"c"})
+
+    def test_cursor_round_trip_and_refusals(self) -> None:
+        for ts in (0.0, 1708192187.6779745, 1.7e9 + 1e-6, 1708192187500 / 1000.0):
+            cursor = encode_cursor(ts, "id:with:colons")
+            assert decode_cursor(cursor) == (ts, "id:with:colons")
+        for bad in ("", "x", "2:1.0:a", "1:nan:a", "1:-5:a", "1:1.0:", "1:abc:a", 5, None):
+            with pytest.raises(ValueError):
+                decode_cursor(bad)
+
+    def test_position_of_newest(self) -> None:
+        assert position_of_newest([]).empty
+        newest = position_of_newest([ev("c", 12.0), ev("b", 12.0), ev("a", 11.0), ev(None, 99.0), ev("x", None)])
+        assert newest == Position(12.0, {"b", "c"})
+
+    def test_since_for_uses_the_earliest_position(self) -> None:
+        assert since_for([Position(100.0, {"a"}), Position(50.0, {"b"})], 2.0) == 48.0
+        assert since_for([Position(100.0, {"a"}), Position()], 2.0) == 0.0
+        assert since_for([], 2.0) == 0.0
 
     def test_plan_orders_filters_and_dedups(self) -> None:
-        seen = {"old"}
-        fetched = [
+        fetched = [  # newest first, as the server lists them
             ev("c", 12.0),
+            ev("b", 10.0),  # same ts as "a", listed first: stored after it
             ev("a", 10.0),
-            ev("old", 11.0),  # already delivered
-            ev("b", 10.0),  # same ts as "a": id breaks the tie
             ev("a", 10.0),  # twice in the batch
-            ev("early", 5.0),  # before since
+            ev("at", 9.0),  # at the position: not after it
+            ev("early", 5.0),
             ev("nots", None),  # cannot be placed
-            ev(None, 9.5),  # no id, not newer than last_ts: could be a duplicate
-            ev(None, 13.0),  # no id, newer: kept
+            ev(None, 13.0),  # cannot be de-duplicated
         ]
-        plan = plan_gap_fill(fetched, since=9.0, last_ts=11.0, seen=seen.__contains__)
-        assert [(e.id, e.ts) for e in plan] == [("a", 10.0), ("b", 10.0), ("c", 12.0), (None, 13.0)]
+        plan = plan_recovery(fetched, after=Position(9.0, {"at"}))
+        assert [(e.id, ts) for ts, e in plan] == [("a", 10.0), ("b", 10.0), ("c", 12.0)]
+
+    def test_plan_with_an_anchor_leaves_out_older_ties(self) -> None:
+        fetched = [ev("z", 11.0), ev("y", 10.0), ev("anchor", 10.0), ev("older", 10.0)]
+        plan = plan_recovery(fetched, after=Position(10.0, {"anchor"}), anchor="anchor")
+        assert [e.id for _, e in plan] == ["y", "z"]
 
     def test_plan_accepts_stored_messages(self) -> None:
         msg = decode_message({"id": "m", "group_id": "g", "ts": 20.0, "text": "x"})
-        plan = plan_gap_fill([msg], since=0.0, last_ts=None, seen=lambda _: False)
-        assert isinstance(plan[0], ConversationMessageEvent) and plan[0].recovered
+        plan = plan_recovery([msg], after=Position())
+        assert isinstance(plan[0][1], ConversationMessageEvent) and plan[0][1].recovered
 
 
 # -- the bounded queue -------------------------------------------------------------------------

@@ -94,10 +94,12 @@ class FakeListener:
         self.run_raises: Optional[BaseException] = None
         FakeListener.instances.append(self)
 
-    def subscribe(self, callback: Any = None, *, group_id: Optional[str] = None, timeout: float = 15.0) -> FakeSubscription:
+    def subscribe(
+        self, callback: Any = None, *, group_id: Optional[str] = None, timeout: float = 15.0, after: Optional[str] = None
+    ) -> FakeSubscription:
         from signalwire_conversation.realtime import ConnectionState
 
-        self.subscribed.append({"callback": callback, "group_id": group_id, "timeout": timeout})
+        self.subscribed.append({"callback": callback, "group_id": group_id, "timeout": timeout, "after": after})
         self.state = ConnectionState.CONNECTED
         return FakeSubscription(callback, group_id)
 

@@ -20,7 +20,7 @@ from signalwire_conversation import (
 )
 from signalwire_conversation.models import ConversationMessageEvent
 
-from .helpers import BASE, GROUP, THEM, TOKEN, FakeListener, add_join, add_me, make_token
+from .helpers import BASE, GROUP, ME, THEM, TOKEN, FakeListener, add_join, add_me, make_token
 
 
 # -- construction and hosts ------------------------------------------------------------------
@@ -147,8 +147,8 @@ def test_listener_built_lazily_once_with_the_seam_arguments(tmp_path: Any) -> No
     assert wrapped.__wrapped__ is print
     listener.subscribed[1]["callback"] = print
     assert listener.subscribed == [
-        {"callback": None, "group_id": None, "timeout": 15.0},
-        {"callback": print, "group_id": None, "timeout": 15.0},
+        {"callback": None, "group_id": None, "timeout": 15.0, "after": None},
+        {"callback": print, "group_id": None, "timeout": 15.0, "after": None},
     ]
     assert sub.group_id is None
     assert c.connection_state is ConnectionState.CONNECTED
@@ -160,15 +160,16 @@ def test_subscribe_with_address_joins_and_passes_group(client: Client, rsps: res
     add_join(rsps)
     client.conversation.subscribe(print, address_id=THEM, timeout=3)
     (listener,) = FakeListener.instances
-    assert listener.subscribed == [{"callback": print, "group_id": GROUP, "timeout": 3.0}]
+    assert listener.subscribed == [{"callback": print, "group_id": GROUP, "timeout": 3.0, "after": None}]
 
 
 def test_fetch_missed_gives_recovered_events(client: Client, rsps: responses.RequestsMock) -> None:
+    add_me(rsps)
     rsps.get(
         f"{BASE}/api/fabric/messages",
         json={"data": [
-            {"id": "new", "group_id": "g", "ts": 200},
-            {"id": "mid", "group_id": "g", "ts": 150},
+            {"id": "new", "group_id": "g", "ts": 200, "from_fabric_address_id": "someone"},
+            {"id": "mid", "group_id": "g", "ts": 150, "from_fabric_address_id": ME},
             {"id": "old", "group_id": "g", "ts": 50},
         ], "links": {}},
     )
@@ -177,7 +178,17 @@ def test_fetch_missed_gives_recovered_events(client: Client, rsps: responses.Req
     events = list(fetch(100.0))
     assert [e.id for e in events] == ["new", "mid"]
     assert all(isinstance(e, ConversationMessageEvent) and e.recovered for e in events)
-    assert "since=100" in rsps.calls[0].request.url
+    # the SDK knows its own address: recovered events say who wrote them
+    assert [e.is_author for e in events] == [False, True]
+    assert "since=100" in [c.request.url for c in rsps.calls if "/messages" in c.request.url][0]
+
+
+def test_fetch_latest_reads_the_newest_few(client: Client, rsps: responses.RequestsMock) -> None:
+    rsps.get(f"{BASE}/api/fabric/messages", json={"data": [{"id": "n", "group_id": "g", "ts": 9}], "links": {}})
+    client.conversation.subscribe()
+    latest = FakeListener.instances[0].kwargs["fetch_latest"]
+    assert [e.id for e in latest()] == ["n"]
+    assert "page_size=5" in rsps.calls[0].request.url
 
 
 def test_run_forever_delegates_and_closes() -> None:

@@ -537,6 +537,7 @@ def _sane_value(type_: str) -> Any:
         "Optional[float]": st.none() | st.integers() | st.floats(allow_nan=False),
         "Optional[bool]": st.none() | st.booleans(),
         "bool": st.booleans(),
+        "str": st.text(max_size=4),
         "Mapping[str, Any]": st.none() | st.dictionaries(st.text(max_size=2), _any_value, max_size=2),
     }[type_]
 
