@@ -7,7 +7,7 @@ to the end, the raw floor follows the same ``links.next`` with ``requests.Sessio
 sender, cached); a second SDK client with ``resolve_names=False`` measures what the names cost.
 Runs alternate so background noise hits every row; the best time of each is compared.
 
-Decoding: N message dicts shaped like the current wire (PROTOCOL.md §3.2), as one JSON
+Decoding: N message dicts shaped like the current wire (docs/protocol.md §3.2), as one JSON
 document; the SDK time is ``decode_message`` (and the public ``ConversationMessage.from_dict``)
 over the parsed dicts, the reference is ``json.loads`` of the bytes: the ratio is the cost per
 message of decoding a parsed dict against parsing it.
@@ -142,7 +142,7 @@ def run_paging(size: Size) -> CaseResult:
 
 # -- decoding -------------------------------------------------------------------------------------
 def wire_messages(n: int) -> List[Dict[str, Any]]:
-    """``n`` stored chat messages as the current backend sends them (PROTOCOL.md §3.2)."""
+    """``n`` stored chat messages as the current backend sends them (docs/protocol.md §3.2)."""
     group = "c6f1d2a4-9b1e-4f0e-8a55-2b7c1d9e0f11_5e2f7a3b-1c4d-4e8f-9a0b-3c2d1e0f9a88"
     senders = [str(uuid.UUID(int=i + 1)) for i in range(4)]
     out = []
@@ -165,7 +165,7 @@ def wire_messages(n: int) -> List[Dict[str, Any]]:
 
 
 def wire_events(messages: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The same messages as realtime ``conversation.message`` payloads (PROTOCOL.md §3.3)."""
+    """The same messages as realtime ``conversation.message`` payloads (docs/protocol.md §3.3)."""
     return [dict(m, hidden=False, conversation_name="Bench room", user_name="Bench User") for m in messages]
 
 

@@ -1,6 +1,6 @@
 """``ConversationAPI``: the five REST methods of the seed API, plus ``subscribe``.
 
-The live backend is group based (PROTOCOL.md §1.3-1.5): a conversation with an address is
+The live backend is group based (docs/protocol.md §1.3-1.5): a conversation with an address is
 reached through the ``group_id`` that ``POST /api/fabric/conversations/join`` returns. This
 module looks up the subscriber's own address once (``GET /api/fabric/subscriber/info``),
 joins lazily before the first read of or send to a conversation, and caches
@@ -17,7 +17,7 @@ import datetime as _dt
 import json
 import math
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import quote
 
 import attrs
@@ -64,6 +64,11 @@ MAX_EPOCH_SECONDS = MILLISECONDS_THRESHOLD
 
 #: When only ``limit`` is given, pages of at most this many items are requested.
 MAX_IMPLICIT_PAGE_SIZE = 100
+
+#: How deeply ``send_message``'s ``metadata``/``details`` may nest dicts and lists (the dict
+#: itself is level 1). Deeper values are refused with a ValidationError before any request: the
+#: limit is this number, not whatever the interpreter's recursion limit lets ``json.dumps`` reach.
+MAX_JSON_DEPTH = 100
 
 PATH_SUBSCRIBER_INFO = "/api/fabric/subscriber/info"
 PATH_CONVERSATIONS = "/api/fabric/conversations"
@@ -151,13 +156,35 @@ def _check_json_dict(value: Any, name: str) -> Optional[Dict[str, Any]]:
         raise ValidationError(name, f"must be a dict, got {type(value).__name__}")
     if not all(isinstance(k, str) for k in value):
         raise ValidationError(name, "must have string keys only")
+    too_deep = f"must not nest dicts and lists more than {MAX_JSON_DEPTH} levels deep"
     try:
         json.dumps(value, allow_nan=False)
     except RecursionError:
-        raise ValidationError(name, "is nested too deeply to be sent as JSON") from None
+        raise ValidationError(name, too_deep) from None
     except (TypeError, ValueError) as exc:
         raise ValidationError(name, f"must be JSON-serialisable: {exc}") from None
+    if _json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ValidationError(name, too_deep)
     return dict(value)
+
+
+def _json_depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests dicts and lists (a flat dict is 1), counted up to ``limit + 1``.
+
+    Iterative, so the answer never depends on the interpreter's recursion limit.
+    """
+    deepest = 0
+    stack: List[Tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+        for child in item.values() if isinstance(item, Mapping) else item:
+            if isinstance(child, (Mapping, list, tuple)):
+                stack.append((child, depth + 1))
+    return deepest
 
 
 def _check_timeout(value: Any) -> float:

@@ -1,6 +1,6 @@
 """Typed results: attrs models and the one converter that decodes them from the wire.
 
-Wire names are mapped here and nowhere else (PROTOCOL.md §3.5): ``group_id`` becomes
+Wire names are mapped here and nowhere else (docs/protocol.md §3.5): ``group_id`` becomes
 ``conversation_id``; ``from_fabric_address_id`` / ``from_address_id`` become ``user_id``;
 ``fabric_address_ids`` becomes ``address_ids``. Both backend generations decode. Fields the
 models do not know are kept in ``extra`` (and come back out of ``to_dict()``), so a newer backend
@@ -613,6 +613,9 @@ _NUM = (float, int, type(None))
 _OPT_BOOL = (bool, type(None))
 #: The field a decode call may give a default for (the envelope's flag of a live event).
 _CALL_DEFAULT = "is_author"
+#: The field a decode call may set (a delivered event's resume cursor): when the call gives one,
+#: it wins over the payload's.
+_CALL_OVERRIDE = "cursor"
 _SHAPE_CACHE_MAX = 128
 _SHAPE_KEYS_MAX = 64
 _Decoder = Callable[..., Any]
@@ -662,6 +665,8 @@ def _shape_source(cls: type, shape: Tuple[Any, ...]) -> Tuple[str, Dict[str, Any
         if not sources:  # absent: the field's default
             if a.name == _CALL_DEFAULT:
                 value = "default"
+            elif a.name == _CALL_OVERRIDE:
+                value = "override"
             elif isinstance(a.default, attrs.Factory):  # type: ignore[arg-type]
                 namespace[f"_d{j}"] = a.default.factory
                 value = "{}" if a.default.factory is dict else f"_d{j}()"
@@ -683,13 +688,15 @@ def _shape_source(cls: type, shape: Tuple[Any, ...]) -> Tuple[str, Dict[str, Any
         checks.append(kinds[a.name].format(v=value))
         if a.name == _CALL_DEFAULT:
             value = f"(default if {value} is None else {value})"
+        elif a.name == _CALL_OVERRIDE:
+            value = f"(override or {value})"
         elif kinds[a.name] == _CHECKS["Mapping[str, Any]"]:
             value = f"({{}} if {value} is None else {value})"
         stores.append(f"_set{j}(obj, {value})")
     unknown = [i for i, key in enumerate(shape) if key not in names and key not in alias_keys and key != "extra"]
     for i in set(unknown) | {position[key] for key in alias_keys if key in position}:
         namespace[f"_k{i}"] = shape[i]
-    lines = ["def decode(data, default=None):"]
+    lines = ["def decode(data, default=None, override=''):"]
     if shape:
         lines.append(f"    ({', '.join(f'v{i}' for i in range(len(shape)))},) = data.values()")
     lines += body
@@ -788,10 +795,8 @@ def decode_event(
         shape = tuple(payload)
         decoder = _event_shapes.get(shape) or _shape_decoder(ConversationMessageEvent, shape)
         if decoder is not None:
-            event = decoder(payload, is_author)
+            event = decoder(payload, is_author, cursor)
             if event is not None:
-                if cursor and event.cursor != cursor:
-                    event = attrs.evolve(event, cursor=cursor)
                 return cast(ConversationMessageEvent, event)
     event = _event_hook(payload)
     if cursor and event.cursor != cursor:

@@ -1,6 +1,6 @@
 """``Page[T]``: one page of a list answer, and lazy iteration over all the later ones.
 
-The wire envelope is ``{"data": [...], "links": {"next"?, "prev"?, ...}}`` (PROTOCOL.md §1.5).
+The wire envelope is ``{"data": [...], "links": {"next"?, "prev"?, ...}}`` (docs/protocol.md §1.5).
 Rules:
 
 - ``next``/``prev`` links are followed verbatim when absolute, joined to the base URL when

@@ -2,7 +2,7 @@
 
 Lists are newest first in the envelope ``{"data": [...], "links": {...}}`` whose links are
 absolute URLs (``self`` and ``first`` always, ``next`` when there is more, ``prev`` when this
-is not the first page), PROTOCOL.md §1.5. Cursors (``page_token``) are keyset cursors, so a
+is not the first page), docs/protocol.md §1.5. Cursors (``page_token``) are keyset cursors, so a
 message posted while a client pages through a list never shifts or repeats items.
 """
 

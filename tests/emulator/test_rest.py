@@ -1,4 +1,4 @@
-"""REST endpoints of PROTOCOL.md §1, over real sockets with ``requests``."""
+"""REST endpoints of docs/protocol.md §1, over real sockets with ``requests``."""
 
 from __future__ import annotations
 

@@ -121,14 +121,17 @@ def test_close_closes_listener_then_session(client: Client) -> None:
 # -- the realtime seam -----------------------------------------------------------------------
 
 
-def test_listener_built_lazily_once_with_the_seam_arguments() -> None:
+def test_listener_built_lazily_once_with_the_seam_arguments(tmp_path: Any) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+
     def on_error(exc: BaseException, event: Any) -> None:
         pass
 
     def on_state(state: ConnectionState) -> None:
         pass
 
-    c = Client(TOKEN, verify="/ca.pem", on_error=on_error, on_state_change=on_state, listener_options={"ping_timeout": 7.0})
+    c = Client(TOKEN, verify=str(ca), on_error=on_error, on_state_change=on_state, listener_options={"ping_timeout": 7.0})
     assert FakeListener.instances == []
     sub = c.conversation.subscribe()
     c.conversation.subscribe(print)
@@ -137,7 +140,7 @@ def test_listener_built_lazily_once_with_the_seam_arguments() -> None:
     assert kw["tokens"] is c._tokens
     assert kw["relay_url"] == "wss://puc.swire.io"
     assert kw["on_error"] is on_error and kw["on_state_change"] is on_state
-    assert kw["verify"] == "/ca.pem" and kw["ping_timeout"] == 7.0
+    assert kw["verify"] == str(ca) and kw["ping_timeout"] == 7.0
     assert callable(kw["fetch_missed"])
     # a callback is wrapped to get sender names filled in (resolve_names=True, the default)
     wrapped = listener.subscribed[1]["callback"]
@@ -320,11 +323,12 @@ def test_constructor_refuses_unusable_arguments(kwargs: Any, parameter: str) -> 
 
 
 def test_constructor_accepts_usable_arguments() -> None:
+    import certifi
     import requests
 
     session = requests.Session()
     c = Client(
-        TOKEN, base_url=BASE, verify="/etc/ssl/certs/ca-certificates.crt", session=session,
+        TOKEN, base_url=BASE, verify=certifi.where(), session=session,
         allow_insecure=False, on_error=lambda exc, ev: None, on_state_change=print,
         listener_options={"ping_timeout": 5, "queue_size": 10},
     )

@@ -62,7 +62,7 @@ def test_lazy_iteration_fetches_only_when_needed(client: Client, rsps: responses
 
 
 def test_next_link_absolute_is_followed_verbatim(client: Client, rsps: responses.RequestsMock) -> None:
-    # the space host (PROTOCOL.md §1.5), under the base URL's parent domain
+    # the space host (docs/protocol.md §1.5), under the base URL's parent domain
     other = "https://space.swire.io/api/fabric/messages?page_number=1&page_token=PA1"
     serve(rsps, {
         "": page_body([message(1, 10)], next_=other),
@@ -314,7 +314,7 @@ def test_link_to_another_origin_is_refused(client: Client, rsps: responses.Reque
 @pytest.mark.parametrize("link", [
     f"{URL}?p=2",                                           # the base URL's origin
     "https://fabric.swire.io:443/api/fabric/messages?p=2",  # the same, explicit port
-    "https://space.swire.io/api/fabric/messages?p=2",       # the space host (PROTOCOL.md §1.5)
+    "https://space.swire.io/api/fabric/messages?p=2",       # the space host (docs/protocol.md §1.5)
     "https://swire.io/api/fabric/messages?p=2",
     "/api/fabric/messages?p=2",                             # relative
 ])
