@@ -143,7 +143,12 @@ def test_three_relays_share_sixty_subscribers_failover_and_a_fourth(world: World
         lambda: all(world.holders()[s] not in (None, victim_id) for s in theirs),
         TTL + 5, lambda: f"the dead relay's subscribers were not taken over: {world.counts()}",
     )
+    # active again: each of them has a live websocket again (the dead relay's closed with it)
+    by_stream = dict(zip(world.streams, world.subscribers))
+    for stream in theirs:
+        world.emu.wait_connected(by_stream[stream], count=1, timeout=max(0.1, TTL + 5 - (time.monotonic() - killed)))
     failover = time.monotonic() - killed
+    assert failover < TTL + 5
     world.inject(2)
     world.wait_all_appended(30)
     world.check_exactly_once_in_order()
