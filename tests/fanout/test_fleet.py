@@ -109,3 +109,29 @@ def test_relay_status_of_an_empty_fleet_and_of_no_redis(redis_server: Any, r: An
 
     assert main(["relay-status", "--redis", f"redis://127.0.0.1:{free_port()}/0"]) == 1
     assert capsys.readouterr().err.startswith("error: cannot reach Redis: ConnectionError")
+
+
+def test_subscribers_without_project_credentials_are_refused(
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("SIGNALWIRE_PROJECT_ID", "SIGNALWIRE_API_TOKEN", "SIGNALWIRE_SPACE"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["relay", "--redis", redis_server.url, "--subscriber", "agent"]) == 2
+    assert "SIGNALWIRE_PROJECT_ID" in capsys.readouterr().err
+
+
+def test_a_refused_token_stops_its_relay_only(emu: Any, r: Any, redis_server: Any) -> None:
+    good = emu.add_subscriber("good")
+    bad = emu.add_subscriber("bad")
+    bad_token = emu.issue_token(bad, ttl=-1)  # already expired: refused
+    clients = [Client(token=t, base_url=emu.base_url, resolve_names=False) for t in (good.token, bad_token)]
+    fleet = Fleet(clients, redis_server.url, name="refused", lease_ttl=1.0).start()
+    try:
+        wait_until(lambda: len(fleet.errors) == 1 and fleet.held() == 1, 10, "one relay stopped, one holding")
+        (error,) = fleet.errors.values()
+        assert type(error).__name__ == "AuthenticationError"
+        assert fleet.relays[0].holds_lease
+    finally:
+        fleet.stop()
+        for client in clients:
+            client.close()
