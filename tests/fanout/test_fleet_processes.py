@@ -1,8 +1,8 @@
 """A relay fleet as real processes (``python -m signalwire_conversation.fanout relay
 --tokens-file``) on the emulator and a real redis-server: 3 relays share 60 subscribers, one is
 SIGKILLed mid-stream, a fourth joins, one is SIGSTOPped past its lease, Redis restarts under a
-fleet (down past the lease TTL); every message lands
-exactly once per stream, in order per conversation."""
+fleet (down past the lease TTL); every message lands exactly once per stream, in order per
+conversation."""
 
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ def test_three_relays_share_sixty_subscribers_failover_and_a_fourth(world: World
 
 
 def test_a_relay_paused_past_its_ttl_appends_nothing_for_leases_it_lost(world: World) -> None:
-    (a, a_id), (b, b_id) = world.start(), world.start()
+    (a, a_id), (_, b_id) = world.start(), world.start()
     wait_until(lambda: settled(world, [a_id, b_id]), 10, lambda: f"shares never settled: {world.counts()}")
     for sub in world.subscribers:
         world.emu.wait_connected(sub, count=1, timeout=10)
