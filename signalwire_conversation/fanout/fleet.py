@@ -126,9 +126,10 @@ class Fleet:
     Arguments: ``clients`` (one :class:`~signalwire_conversation.Client` per subscriber; the
     fleet does not close them), ``redis`` (a URL or a ``redis.Redis``), ``name`` (the fleet:
     processes with the same name share the subscribers), ``lease_ttl``, ``heartbeat_ttl``
-    (default: half the lease TTL; renewed every third of it), ``slack`` (default 5 % of the share, at least 1), and the
-    :class:`~.relay.Relay` options ``maxlen``, ``seen_ttl``, ``buffer_size``. Every process of a
-    fleet should run the same subscribers (the share counts the largest list announced).
+    (default: half the lease TTL; renewed every third of it), ``slack`` (default 5 % of the
+    share, at least 1), and the :class:`~.relay.Relay` options ``maxlen``, ``seen_ttl``,
+    ``buffer_size``. Every process of a fleet should run the same subscribers (the share counts
+    the largest list announced).
     """
 
     def __init__(
@@ -149,6 +150,8 @@ class Fleet:
             raise ValueError("a fleet needs at least one subscriber's client")
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be positive seconds, got {lease_ttl!r}")
+        if heartbeat_ttl is not None and not heartbeat_ttl > 0:
+            raise ValueError(f"heartbeat_ttl must be positive seconds, got {heartbeat_ttl!r}")
         if slack is not None and slack < 0:
             raise ValueError(f"slack must be 0 or more, got {slack!r}")
         self.keys = FleetKeys(name)
@@ -163,7 +166,6 @@ class Fleet:
         self._backoff = backoff
         #: The live relay processes of the fleet, as last counted (this one included).
         self.live_relays = 1
-        self.subscribers = len(clients)
         self._total = len(clients)
         #: Held while a relay decides and takes a lease (the :class:`~.relay.LeaseGate` lock).
         self.lock = threading.Lock()
@@ -189,7 +191,13 @@ class Fleet:
         return fair_share(self._total, self.live_relays)
 
     @property
+    def subscribers(self) -> int:
+        """The subscribers the share is counted on: the largest list a live relay announced."""
+        return self._total
+
+    @property
     def slack(self) -> int:
+        """How many leases above its share this process takes when nobody else does."""
         return self._slack if self._slack is not None else default_slack(self.share)
 
     def held(self) -> int:

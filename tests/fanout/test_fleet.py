@@ -26,6 +26,16 @@ def test_share_and_slack() -> None:
     assert FleetKeys("a").record("h:1:x") == "signalwire:fleet:{a}:relay:h:1:x"
     with pytest.raises(ValueError, match="braces"):
         FleetKeys("{x}")
+    client: Any = object()  # refused before any client is used
+    for kwargs, message in [
+        ({"lease_ttl": 0}, "lease_ttl must be positive"),
+        ({"heartbeat_ttl": -1.0}, "heartbeat_ttl must be positive"),
+        ({"slack": -1}, "slack must be 0 or more"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Fleet([client], "redis://127.0.0.1:1/0", **kwargs)
+    with pytest.raises(ValueError, match="at least one subscriber"):
+        Fleet([], "redis://127.0.0.1:1/0")
 
 
 @pytest.mark.parametrize(
