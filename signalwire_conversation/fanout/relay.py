@@ -194,6 +194,7 @@ class Relay:
         self._listener_check = LISTENER_CHECK if gate is None else 1.0
         self._cooldown_until = 0.0  # with a gate: no acquire before this (after a hand-over)
         self._free_since: Optional[float] = None  # with a gate: the lease first seen free
+        self._slack_only = False  # with a gate: the last verdict allowed only the slack
         self._handing_over = False
         #: Wall-clock time this relay last took the lease (``None`` while it holds none).
         self.lease_since: Optional[float] = None
@@ -487,6 +488,10 @@ class Relay:
                 if self._gated_acquire(lease):
                     self._took_lease()
                     self._seen_holder = None
+                elif self._slack_only:
+                    # At its share: a look at the lease (a GET) every TTL / 3 is enough (the
+                    # share grows before a dead relay's leases expire, see Fleet).
+                    wait = max(wait, SLACK_GRACE)
                 elif lease.other_remaining is not None:
                     wait = min(wait, STANDBY_POLL, lease.other_remaining + 0.005)
                 else:
@@ -539,6 +544,7 @@ class Relay:
         if now < self._cooldown_until:
             return False
         verdict = gate.may_take()
+        self._slack_only = verdict is None
         if verdict is False:
             self._free_since = None
             lease.other_remaining = None

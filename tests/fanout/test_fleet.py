@@ -3,6 +3,7 @@ subscribers minted from project credentials, relay-status."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Iterator, List
 
@@ -141,6 +142,35 @@ def test_a_refused_token_stops_its_relay_only(emu: Any, r: Any, redis_server: An
         (error,) = fleet.errors.values()
         assert type(error).__name__ == "AuthenticationError"
         assert fleet.relays[0].holds_lease
+    finally:
+        fleet.stop()
+        for client in clients:
+            client.close()
+
+
+@pytest.mark.parametrize("slack", [0, 2])
+def test_share_then_slack_for_leases_nobody_else_takes(emu: Any, r: Any, redis_server: Any, slack: int) -> None:
+    """A live relay that takes nothing (a ghost record: as one that just died): the share is
+    ceil(4 / 2) = 2; the other two leases are taken only as slack, after SLACK_GRACE."""
+    from signalwire_conversation.fanout.relay import SLACK_GRACE
+
+    keys = FleetKeys(f"slack{slack}")
+    now_ms = int(r.time()[0]) * 1000
+    r.set(keys.record("ghost:1:x"), '{"subscribers": 4, "streams": [], "held": {}}', px=60_000)
+    r.zadd(keys.relays, {"ghost:1:x": now_ms + 60_000})
+    agents = [emu.add_subscriber(f"s{slack}-{i}") for i in range(4)]
+    clients = [Client(token=a.token, base_url=emu.base_url, resolve_names=False) for a in agents]
+    fleet = Fleet(clients, redis_server.url, name=keys.name, lease_ttl=1.0, slack=slack).start()
+    try:
+        wait_until(lambda: fleet.held() >= 2, 10, "the share")
+        took_share = time.monotonic()
+        assert fleet.live_relays == 2 and fleet.share == 2
+        if slack:
+            wait_until(lambda: fleet.held() == 4, 10, "the slack")
+            assert time.monotonic() - took_share >= SLACK_GRACE - 0.5
+        else:
+            time.sleep(SLACK_GRACE + 1.0)  # a span in which nothing may happen: no event to wait for
+            assert fleet.held() == 2
     finally:
         fleet.stop()
         for client in clients:
