@@ -173,9 +173,9 @@ def _new_client(args: argparse.Namespace, source: "tuple[str, str]", tokens: Any
 
 def run_fleet(args: argparse.Namespace, stderr: TextIO) -> int:
     """``relay`` with ``--subscriber``/``--subscribers-file``/``--tokens-file``: a fleet relay."""
-    if getattr(args, "token", None):
-        return _error(stderr, "--token runs one subscriber; with --subscriber, --subscribers-file or "
-                      "--tokens-file put every token in --tokens-file", EXIT_USAGE)
+    if getattr(args, "token", None) or getattr(args, "token_file", None):
+        return _error(stderr, "--token and --token-file run one subscriber; with --subscriber, "
+                      "--subscribers-file or --tokens-file put every token in --tokens-file", EXIT_USAGE)
     if getattr(args, "stream", None):
         return _error(stderr, "--stream names one subscriber's stream; a fleet relay uses each "
                       "subscriber's own (signalwire:conversation:{<address id>})", EXIT_USAGE)

@@ -44,7 +44,8 @@ def test_share_and_slack() -> None:
     [
         (["--tokens-file", "/nonexistent/tokens"], "cannot read --tokens-file '/nonexistent/tokens'"),
         (["--tokens-file", "EMPTY"], "has no entries"),
-        (["--tokens-file", "EMPTY", "--token", "x"], "--token runs one subscriber"),
+        (["--tokens-file", "EMPTY", "--token", "x"], "--token and --token-file run one subscriber"),
+        (["--subscriber", "a", "--token-file", "EMPTY"], "--token and --token-file run one subscriber"),
         (["--subscriber", "a", "--stream", "s"], "--stream names one subscriber's stream"),
         (["--subscriber", " "], "--subscriber needs a subscriber reference"),
     ],
