@@ -234,3 +234,35 @@ def test_a_redis_restart_under_a_fleet_loses_and_repeats_nothing(world: World, m
     own.inject(2)
     own.wait_all_appended(30)
     own.check_exactly_once_in_order()
+
+
+def test_subscribers_file_with_project_credentials(world: World, tmp_path: Path) -> None:
+    """``relay --subscribers-file``: tokens minted from the project credentials in the
+    environment; a subscriber new to the project is created by its first mint."""
+    emu = world.emu
+    refs = [s.name for s in world.subscribers[:3]] + ["newcomer"]
+    listing = tmp_path / "subscribers.txt"
+    listing.write_text("# agents\n" + "\n".join(refs) + "\n\n")
+    proc = Proc(["relay", "--redis", world.url, "--subscribers-file", str(listing), "--subscriber", refs[0],
+                 "--fleet", "file", "--lease-ttl", str(TTL), "--log-level", "info"], env=emu.environment())
+    world.procs.append(proc)
+    proc.wait_for_line("fleet relay", 20)
+
+    def created() -> bool:
+        try:
+            emu.subscriber("newcomer")
+            return True
+        except KeyError:
+            return False
+
+    wait_until(created, 10, "the newcomer created by its first mint")
+    newcomer = emu.subscriber("newcomer")
+    people = world.subscribers[:3] + [newcomer]
+    streams = [f"signalwire:conversation:{{{p.address_id}}}" for p in people]
+    wait_until(lambda: all(world.r.get(f"{s}:lease") for s in streams), 10, "every lease held")
+    for person in people:
+        emu.wait_connected(person, count=1, timeout=10)
+        emu.send_message(world.senders[0], person.address_id, f"hello {person.name}")
+    wait_until(lambda: all(world.r.xlen(s) == 1 for s in streams), 10, "one entry per stream")
+    assert "4 subscriber(s)" in proc.text()  # the repeated reference counted once
+    assert proc.terminate() == 0
