@@ -1,10 +1,10 @@
 """The raw floors: what a careful user would write with the bare libraries the SDK wraps.
 
 * REST: one ``requests.Session`` with the bearer header, ``json.loads`` of each body, following
-  ``links.next`` verbatim (PROTOCOL.md §1.5).
+  ``links.next`` verbatim (docs/protocol.md §1.5).
 * Realtime: one ``websocket-client`` connection (``skip_utf8_validation=True`` unless told
   otherwise), ``signalwire.connect`` with ``event_acks``, then recv + ``json.loads`` + ack of
-  every ``signalwire.event`` and an answer to every ``signalwire.ping`` (PROTOCOL.md §2).
+  every ``signalwire.event`` and an answer to every ``signalwire.ping`` (docs/protocol.md §2).
 """
 
 from __future__ import annotations

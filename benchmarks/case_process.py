@@ -24,7 +24,7 @@ from ._common import Size, best
 from ._report import CaseResult, Row
 from ._serve import REPO_ROOT, ServerProcess
 
-#: modules ``import signalwire_conversation`` must not import (DESIGN.md; issue 7 case 6)
+#: modules ``import signalwire_conversation`` must not import (they load on first use: the import stays light)
 HEAVY = (
     "signalwire_conversation.testing",
     "signalwire_conversation.cli",
@@ -87,7 +87,7 @@ def run_import(size: Size) -> CaseResult:
             req.append(import_time_us("requests", pycache))
     sdk_ms = best([v / 1000 for v in sdk], False)
     req_ms = best([v / 1000 for v in req], False)
-    result.rows.append(Row("import time vs requests", "ms", sdk_ms, req_ms, op="<=", bound=1.5,
+    result.rows.append(Row("import time vs requests", "ms", sdk_ms, req_ms, op="<=", bound=1.3,
                            reference="requests"))
     modules = imported_modules("signalwire_conversation")
     heavy = sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
@@ -223,7 +223,7 @@ def run_memory(size: Size) -> CaseResult:
     if idle is not None:
         added = idle["threads_during"] - idle["threads_before"]
         cpu_pct = 100.0 * idle["cpu_seconds"] / idle["wall_seconds"]
-        # reader + dispatcher (DESIGN.md §3) + the token refresher, all blocked when idle
+        # reader + dispatcher (docs/concepts/threading.md) + the token refresher, all blocked when idle
         result.rows.append(Row("threads added by a listener", "threads", float(added), compare="value",
                                op="<=", bound=3.0))
         result.rows.append(Row("idle listener CPU", "% of a core", cpu_pct, compare="value", op="<=", bound=1.0))

@@ -1,23 +1,27 @@
 #!/usr/bin/env python3
-"""Drive the official SignalWire JS client against the emulator (the shared interop harness).
+"""Drive the official SignalWire JS client against the emulator (the project's interop harness).
 
-Starts ``python -m signalwire_conversation.testing --seed demo --json`` (what the
-``signalwire-conversation emulator`` command runs) in a child process, points
-``../shared/interop/run.sh`` at it (TOKEN_A = alice, TOKEN_B = bob, CONTROL_URL = the emulator's
-control API, INJECT = its ``inject`` control so one inbound message takes the ``send_message``
-path), prints a one-line verdict per step and exits 0 only if every required step passed.
+The harness lives in ``tests/interop/``: ``harness.js`` and a ``package.json`` +
+``package-lock.json`` pinning ``@signalwire/client``. This script installs those packages with
+``npm ci`` into ``tests/interop/node_modules`` (once per lock file: a stamp there records which),
+starts ``python -m signalwire_conversation.testing --seed demo --json`` (what the
+``signalwire-conversation emulator`` command runs) in a child process, runs ``node harness.js``
+against it (TOKEN_A = alice, TOKEN_B = bob, CONTROL_URL = the emulator's control API, INJECT =
+its ``inject`` control so one inbound message takes the ``send_message`` path), prints a
+one-line verdict per step and exits 0 only if every required step passed.
 
-    python scripts/interop.py [--harness ../shared/interop/run.sh] [--out summary.json] [-v]
+    python scripts/interop.py [--out summary.json] [-v]
 
-Needs node >= 18 and npm; the harness installs @signalwire/client from npm into
-``$XDG_CACHE_HOME/signalwire-interop`` (or ``~/.cache``) on its first run.
+Needs node >= 18 and npm on PATH, and the npm registry for the first install.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,19 +31,35 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_HARNESS = ROOT.parent / "shared" / "interop" / "run.sh"
+HARNESS_DIR = ROOT / "tests" / "interop"
+MIN_NODE = 18  # the harness uses the global fetch
 
 
-def find_harness(explicit: Optional[str] = None) -> Optional[Path]:
-    """The harness's run.sh: ``explicit``, ``$SIGNALWIRE_INTEROP_HARNESS`` or ``../shared/interop``."""
-    for candidate in (explicit, os.environ.get("SIGNALWIRE_INTEROP_HARNESS"), str(DEFAULT_HARNESS)):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
+def missing_tools() -> Optional[str]:
+    """Why the harness cannot run here (no node/npm, or a node older than 18), or None."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        return f"needs {' and '.join(missing)} on PATH"
+    version = subprocess.run(["node", "--version"], stdout=subprocess.PIPE, text=True, timeout=30).stdout.strip()
+    match = re.match(r"v(\d+)\.", version)
+    if not match or int(match.group(1)) < MIN_NODE:
+        return f"needs node >= {MIN_NODE}, found {version or 'an unknown version'}"
     return None
 
 
-def missing_tools() -> List[str]:
-    return [tool for tool in ("node", "npm", "bash") if shutil.which(tool) is None]
+def install(directory: Path = HARNESS_DIR, *, timeout: float = 600.0) -> None:
+    """``npm ci`` in ``directory``, unless its node_modules already holds this lock file's packages."""
+    digest = hashlib.sha256((directory / "package-lock.json").read_bytes()).hexdigest()
+    stamp = directory / "node_modules" / ".installed-from-lock"
+    if stamp.is_file() and stamp.read_text().strip() == digest:
+        return
+    result = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=str(directory),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"npm ci in {directory} failed (exit {result.returncode}):\n{result.stdout[-3000:]}")
+    stamp.write_text(digest + "\n")
 
 
 def start_emulator(python: str, extra: List[str]) -> "tuple[subprocess.Popen[str], Dict[str, Any]]":
@@ -53,8 +73,10 @@ def start_emulator(python: str, extra: List[str]) -> "tuple[subprocess.Popen[str
     return proc, json.loads(line)
 
 
-def run(harness: Path, *, out: Optional[str] = None, verbose: bool = False, timeout: float = 600.0,
-        python: str = sys.executable) -> "tuple[int, Dict[str, Any]]":
+def run(directory: Path = HARNESS_DIR, *, out: Optional[str] = None, verbose: bool = False,
+        timeout: float = 600.0, python: str = sys.executable) -> "tuple[int, Dict[str, Any]]":
+    """Install the harness if needed, run it against a fresh emulator: (exit status, summary)."""
+    install(directory, timeout=timeout)
     proc, info = start_emulator(python, [])
     try:
         subs = {s["name"]: s for s in info["subscribers"]}
@@ -71,7 +93,10 @@ def run(harness: Path, *, out: Optional[str] = None, verbose: bool = False, time
         )
         if verbose:
             env["VERBOSE"] = "1"
-        result = subprocess.run(["bash", str(harness)], env=env, stdout=subprocess.PIPE, text=True, timeout=timeout)
+        result = subprocess.run(
+            ["node", str(directory / "harness.js")], cwd=str(directory), env=env,
+            stdout=subprocess.PIPE, text=True, timeout=timeout,
+        )
         try:
             summary: Dict[str, Any] = json.loads(Path(out_file).read_text())
         except (OSError, ValueError):
@@ -88,19 +113,14 @@ def run(harness: Path, *, out: Optional[str] = None, verbose: bool = False, time
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--harness", help="path of run.sh (default: ../shared/interop/run.sh)")
     parser.add_argument("--out", help="write the harness's JSON summary here")
     parser.add_argument("-v", "--verbose", action="store_true", help="the harness logs each step on stderr")
     args = parser.parse_args(argv)
-    missing = missing_tools()
-    if missing:
-        print(f"interop: needs {', '.join(missing)} on PATH", file=sys.stderr)
+    why_not = missing_tools()
+    if why_not:
+        print(f"interop: {why_not}", file=sys.stderr)
         return 2
-    harness = find_harness(args.harness)
-    if harness is None:
-        print(f"interop: harness not found (looked for {DEFAULT_HARNESS})", file=sys.stderr)
-        return 2
-    code, summary = run(harness, out=args.out, verbose=args.verbose)
+    code, summary = run(out=args.out, verbose=args.verbose)
     client = summary.get("client", {})
     print(f"client: {client.get('package')} {client.get('version')} (core {client.get('core')}, node {client.get('node')})")
     for step in summary.get("steps", []):

@@ -44,6 +44,8 @@ from .models import (
     SubscriberInfo,
 )
 from .pagination import Page
+from .subscriber_clients import SubscriberClients
+from .tokens import SubscriberTokens
 
 if _typing.TYPE_CHECKING:
     from .realtime import ConnectionState, Subscription
@@ -64,12 +66,18 @@ def __getattr__(name: str) -> _typing.Any:
     return value
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+def __dir__() -> "list[str]":
+    # the public names and the module's dunders: not the submodules, the helpers above, nor the
+    # ``annotations`` that ``from __future__ import annotations`` binds
+    dunders = {name for name in globals() if name.startswith("__") and name.endswith("__")}
+    return sorted(dunders | set(__all__))
+
 
 __all__ = [
     "__version__",
     "Client",
+    "SubscriberTokens",
+    "SubscriberClients",
     "ConversationAPI",
     "Page",
     "Subscription",

@@ -21,17 +21,21 @@ from . import _logging
 from .config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    DEFAULT_TOKEN_TIMEOUT,
     TokenProvider,
     TokenSource,
     resolve_hosts,
+    resolve_verify,
 )
 from .conversation import ConversationAPI
 from .errors import SignalWireError, ValidationError
-from .transport import TimeoutArg, Transport
+from .names import NameResolver
+from .transport import DEFAULT_MAX_CONNECTIONS, TimeoutArg, Transport, resolve_max_connections
 from .models import ConversationMessageEvent, event_from_message
 
 if TYPE_CHECKING:
     from .realtime import ConnectionState, Listener
+    from .tokens import SubscriberTokens
 
 __all__ = ["Client"]
 
@@ -58,17 +62,30 @@ class Client:
         max_retries: retries after the first attempt (0 disables them); see
             :mod:`signalwire_conversation.transport` for what is retried.
         session: a ``requests.Session`` to use (say, with proxies or a custom adapter). The
-            client never closes a session it did not create.
+            client never closes a session it did not create. Its standard adapters keep the
+            per-attempt deadline (see :mod:`signalwire_conversation.transport`); its pool size
+            is its own.
+        max_connections: connections kept open per host (default 64): the most threads that
+            can share this client without opening and discarding extra connections.
         allow_insecure: accept plain ``http``/``ws`` URLs for non-loopback hosts. Must be a
             real ``bool`` (a string such as ``"no"`` read from an environment variable is
             refused, not taken as true).
         verify: TLS verification: ``True``, ``False`` (dangerous) or a CA bundle path (a
-            non-empty ``str``). Used for REST and the websocket.
+            non-empty ``str``). One decision for REST and the websocket, made here:
+            ``True`` means ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` or ``SSL_CERT_FILE`` when
+            set (not read when ``session.trust_env`` is false), else the ``certifi`` bundle.
+        token_timeout: how long (seconds, default 30) a token callable may take when it is
+            called for a refresh; a refresh waiting longer fails with
+            :class:`ConfigurationError` (other threads never wait: they keep using the current
+            token). The first call, made by this constructor, runs on the calling thread.
         on_error: ``on_error(exc, event)`` receives what a subscription callback raised.
         on_state_change: ``on_state_change(state)`` receives each ``ConnectionState``.
         listener_options: extra keyword arguments for the realtime listener (ping watchdog,
             backoff, queue size; see ``docs/realtime.md``). Checked here: an unknown name or a
             bad value raises at construction, not at the first ``subscribe()``.
+        resolve_names: fill ``user_name`` of listed messages and of live events delivered to a
+            callback from the address directory (cached 3 minutes; see
+            :mod:`signalwire_conversation.names`). ``False`` sends no lookups.
 
     A client that is garbage-collected without :meth:`close` closes its listener (its threads
     hold no reference to the client). In a process forked from one that used the client, the
@@ -89,13 +106,20 @@ class Client:
         timeout: TimeoutArg = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         session: Optional[requests.Session] = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         allow_insecure: bool = False,
         verify: Union[bool, str] = True,
+        token_timeout: float = DEFAULT_TOKEN_TIMEOUT,
         on_error: Optional[ErrorHook] = None,
         on_state_change: Optional[StateHook] = None,
         listener_options: Optional[Mapping[str, Any]] = None,
+        resolve_names: bool = True,
     ) -> None:
         _check_hook(on_error, "on_error")
+        if not isinstance(resolve_names, bool):
+            raise ValidationError(
+                "resolve_names", f"must be True or False, got {type(resolve_names).__name__} {resolve_names!r}"
+            )
         _check_hook(on_state_change, "on_state_change")
         _check_verify(verify)
         if session is not None and not isinstance(session, requests.Session):
@@ -105,7 +129,10 @@ class Client:
                 "allow_insecure", f"must be True or False, got {type(allow_insecure).__name__} {allow_insecure!r}"
             )
         options = _check_listener_options(listener_options)
-        self._tokens = TokenProvider(token)
+        resolve_max_connections(max_connections)
+        # the one trust decision, for REST and the websocket alike
+        verify = resolve_verify(verify, environ=None if session is None or session.trust_env else {})
+        self._tokens = TokenProvider(token, timeout=token_timeout)
         hosts = resolve_hosts(
             self._tokens.header, base_url=base_url, relay_url=relay_url, allow_insecure=allow_insecure
         )
@@ -137,17 +164,48 @@ class Client:
             max_retries=max_retries,
             session=session,
             verify=verify,
+            max_connections=max_connections,
         )
         self._lock = threading.Lock()
         self._listener: Optional[Listener] = None
         self._closed = False
+        #: The sender-name resolver (``names.fill(message_or_event)``), ``None`` with
+        #: ``resolve_names=False``.
+        self.names: Optional[NameResolver] = NameResolver(self._transport) if resolve_names else None
         #: The Conversation API (``get_conversations``, ``send_message``, ``subscribe``...).
-        self.conversation = ConversationAPI(self._transport, listener=_weak_listener_getter(self))
+        self.conversation = ConversationAPI(self._transport, listener=_weak_listener_getter(self), names=self.names)
         # closes the listener when the client is collected unclosed
         self._parts = _Parts()
         self._finalizer = weakref.finalize(self, _collected, self._parts)
         self._finalizer.atexit = False  # at exit the daemon threads simply end
         _CLIENTS.add(self)
+
+
+    @classmethod
+    def for_subscriber(
+        cls, reference: str, *, tokens: Optional["SubscriberTokens"] = None, **client_kwargs: Any
+    ) -> "Client":
+        """A client acting as the subscriber ``reference``, from the project credentials.
+
+        Its token is ``tokens.source(reference)``: minted on first use (the subscriber is
+        created if new), cached, renewed before it expires and after a 401, also while the
+        realtime listener runs. ``tokens`` defaults to one :class:`~signalwire_conversation.SubscriberTokens`
+        per process built from ``SIGNALWIRE_PROJECT_ID``, ``SIGNALWIRE_API_TOKEN`` and
+        ``SIGNALWIRE_SPACE``. ``client_kwargs`` go to :class:`Client` (``base_url``,
+        ``session``, ``resolve_names``...); not ``token``.
+
+        Raises:
+            ConfigurationError: no project credentials.
+            AuthenticationError: the project credentials were refused.
+        """
+        if "token" in client_kwargs:
+            raise ValidationError("token", "for_subscriber() gets its token from `tokens`; do not pass token=")
+        from .tokens import SubscriberTokens, default_tokens
+
+        if tokens is not None and not isinstance(tokens, SubscriberTokens):
+            raise ValidationError("tokens", f"must be a SubscriberTokens or None, got {type(tokens).__name__}")
+        source = (tokens if tokens is not None else default_tokens()).source(reference)
+        return cls(token=source, **client_kwargs)
 
     # -- realtime ------------------------------------------------------------------------------
 
@@ -168,7 +226,7 @@ class Client:
                     relay_url=self.relay_url,
                     fetch_missed=functools.partial(_recovered_messages, self.conversation),
                     fetch_latest=functools.partial(_latest_messages, self.conversation),
-                    fill_names=None,
+                    fill_names=self.names.fill if self.names is not None else None,
                     on_error=self._on_error,
                     on_state_change=self._on_state_change,
                     verify=self._verify,

@@ -1,6 +1,6 @@
 """``ConversationAPI``: the five REST methods of the seed API, plus ``subscribe``.
 
-The live backend is group based (PROTOCOL.md §1.3-1.5): a conversation with an address is
+The live backend is group based (docs/protocol.md §1.3-1.5): a conversation with an address is
 reached through the ``group_id`` that ``POST /api/fabric/conversations/join`` returns. This
 module looks up the subscriber's own address once (``GET /api/fabric/subscriber/info``),
 joins lazily before the first read of or send to a conversation, and caches
@@ -17,11 +17,12 @@ import datetime as _dt
 import json
 import math
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import quote
 
 import attrs
 
+from ._timestamps import MILLISECONDS_THRESHOLD
 from .errors import ConfigurationError, ResponseValidationError, ValidationError
 from .transport import NOT_GIVEN, NotGiven, TimeoutArg, Transport, resolve_timeout
 from .models import (
@@ -41,6 +42,7 @@ from .models import (
 from .pagination import Page, _Chain
 
 if TYPE_CHECKING:
+    from .names import NameResolver
     from .realtime import Listener, Subscription
 
 __all__ = ["ConversationAPI", "TimeArg", "CallTimeout"]
@@ -58,10 +60,15 @@ TimeArg = Union[int, float, _dt.datetime]
 #: A numeric ``since``/``until`` at or above this (about the year 5138) is read as milliseconds,
 #: as the models read a wire timestamp (so ``since=message.ts`` works whatever unit the server
 #: used); in seconds, after that reading, it must be below it. A ``datetime`` must be too.
-MAX_EPOCH_SECONDS = 1e11
+MAX_EPOCH_SECONDS = MILLISECONDS_THRESHOLD
 
 #: When only ``limit`` is given, pages of at most this many items are requested.
 MAX_IMPLICIT_PAGE_SIZE = 100
+
+#: How deeply ``send_message``'s ``metadata``/``details`` may nest dicts and lists (the dict
+#: itself is level 1). Deeper values are refused with a ValidationError before any request: the
+#: limit is this number, not whatever the interpreter's recursion limit lets ``json.dumps`` reach.
+MAX_JSON_DEPTH = 100
 
 PATH_SUBSCRIBER_INFO = "/api/fabric/subscriber/info"
 PATH_CONVERSATIONS = "/api/fabric/conversations"
@@ -149,13 +156,35 @@ def _check_json_dict(value: Any, name: str) -> Optional[Dict[str, Any]]:
         raise ValidationError(name, f"must be a dict, got {type(value).__name__}")
     if not all(isinstance(k, str) for k in value):
         raise ValidationError(name, "must have string keys only")
+    too_deep = f"must not nest dicts and lists more than {MAX_JSON_DEPTH} levels deep"
     try:
         json.dumps(value, allow_nan=False)
     except RecursionError:
-        raise ValidationError(name, "is nested too deeply to be sent as JSON") from None
+        raise ValidationError(name, too_deep) from None
     except (TypeError, ValueError) as exc:
         raise ValidationError(name, f"must be JSON-serialisable: {exc}") from None
+    if _json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ValidationError(name, too_deep)
     return dict(value)
+
+
+def _json_depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests dicts and lists (a flat dict is 1), counted up to ``limit + 1``.
+
+    Iterative, so the answer never depends on the interpreter's recursion limit.
+    """
+    deepest = 0
+    stack: List[Tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+        for child in item.values() if isinstance(item, Mapping) else item:
+            if isinstance(child, (Mapping, list, tuple)):
+                stack.append((child, depth + 1))
+    return deepest
 
 
 def _check_timeout(value: Any) -> float:
@@ -196,10 +225,15 @@ class ConversationAPI:
     """
 
     def __init__(
-        self, transport: Transport, *, listener: Optional[Callable[[], "Listener"]] = None
+        self,
+        transport: Transport,
+        *,
+        listener: Optional[Callable[[], "Listener"]] = None,
+        names: Optional["NameResolver"] = None,
     ) -> None:
         self._transport = transport
         self._listener = listener
+        self._names = names
         self._lock = threading.Lock()
         self._info: Optional[SubscriberInfo] = None
         self._info_lock = threading.Lock()
@@ -272,11 +306,21 @@ class ConversationAPI:
     # -- reads ---------------------------------------------------------------------------------
 
     def get_conversations(
-        self, *, page_size: Optional[int] = None, timeout: CallTimeout = NOT_GIVEN
+        self,
+        *,
+        limit: Optional[int] = None,
+        page_size: Optional[int] = None,
+        timeout: CallTimeout = NOT_GIVEN,
     ) -> Page[Conversation]:
-        """The conversations of this subscriber (``GET /api/fabric/conversations``)."""
+        """The conversations of this subscriber (``GET /api/fabric/conversations``).
+
+        ``limit`` caps how many the whole iteration yields, as for the message listings.
+        """
+        limit_ = _check_positive_int(limit, "limit")
         size = _check_positive_int(page_size, "page_size")
         timeout = _check_call_timeout(timeout)
+        if size is None and limit_ is not None:
+            size = min(limit_, MAX_IMPLICIT_PAGE_SIZE)
         params: Dict[str, Any] = {}
         if size is not None:
             params["page_size"] = size
@@ -285,6 +329,7 @@ class ConversationAPI:
             decode=decode_conversation,
             url_of=self._transport.url_for,
             params=params,
+            limit=limit_,
             item_name="Conversation",
         )
         return Page._fetch_first(chain, PATH_CONVERSATIONS)
@@ -337,10 +382,17 @@ class ConversationAPI:
             params["since"] = _wire_time(since_)
         if until_ is not None:
             params["until"] = _wire_time(until_)
+        names = self._names
+        decode_all: Callable[[Any], "list[ConversationMessage]"] = decode_messages
+        if names is not None:
+            # each page's senders are looked up once (cached across pages and listings)
+            def decode_all(items: Any) -> "list[ConversationMessage]":
+                return names.fill_page(decode_messages(items))
+
         return _Chain(
             fetch=self._fetcher(timeout_),
             decode=decode_message,
-            decode_all=decode_messages,
+            decode_all=decode_all,
             url_of=self._transport.url_for,
             params=params,
             limit=limit_,
@@ -411,7 +463,9 @@ class ConversationAPI:
         """Receive new messages live; returns a ``Subscription``.
 
         With ``callback``, it is called once per new message, in order, on the SDK's dispatcher
-        thread. Without one, iterate the subscription or call ``get(timeout=...)``.
+        thread; an event without ``user_name`` gets it from the address directory first (unless
+        the client has ``resolve_names=False``; a lookup, cached, may delay it by up to a few
+        seconds). Without one, iterate the subscription or call ``get(timeout=...)``.
         ``address_id`` keeps only the messages of that conversation (joined first when needed).
         Blocks until the websocket is connected and authenticated, at most ``timeout`` seconds
         (``float("inf")``: no bound, wait until connected, refused or closed); a bad or revoked
@@ -430,8 +484,23 @@ class ConversationAPI:
             group = self._group_id(_check_address(address_id))
         if self._listener is None:
             raise ConfigurationError("this ConversationAPI has no realtime listener (build it through Client)")
+        if callback is not None and self._names is not None:
+            callback = _with_names(callback, self._names)
         listener = self._listener()
         return listener.subscribe(callback, group_id=group, timeout=timeout_, after=after)
 
     def __repr__(self) -> str:
         return f"ConversationAPI(base_url={self._transport.base_url!r})"
+
+
+def _with_names(
+    callback: Callable[[ConversationMessageEvent], Any], names: "NameResolver"
+) -> Callable[[ConversationMessageEvent], Any]:
+    """``callback`` receiving events whose missing ``user_name`` was looked up first."""
+    fill = names.fill
+
+    def named(event: ConversationMessageEvent) -> Any:
+        return callback(fill(event))
+
+    named.__wrapped__ = callback  # type: ignore[attr-defined]
+    return named

@@ -1,9 +1,10 @@
 """``signalwire-conversation demo``: a tour of the SDK against an in-process emulator.
 
 It starts :class:`signalwire_conversation.testing.Emulator` on a loopback port, seeds three
-subscribers and some history, and walks through the product with real calls: list
-conversations, page through a history (``limit``, ``page_size``, ``since``), join, subscribe,
-then a second subscriber sends a message that arrives live over the websocket. Everything is
+subscribers and some history, and walks through the product with real calls: a client per
+subscriber from the emulator's project credentials, list conversations, page through a history
+(``limit``, ``page_size``, ``since``) with the senders' names, join, subscribe, then a second
+subscriber sends a message that arrives live over the websocket. Everything is
 closed at the end; nothing leaves the machine. Needs the ``emulator`` extra (``websockets``).
 """
 
@@ -13,7 +14,7 @@ import datetime as _dt
 import queue
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, TextIO
 
 from .cli import CLIError, format_table, local_time
 
@@ -51,6 +52,7 @@ def run_demo(out: Optional[TextIO] = None) -> int:
     """Run the tour, writing to ``out`` (stdout by default). Returns the exit status (0)."""
     from .client import Client
     from .testing import Emulator, seed_demo
+    from .tokens import SubscriberTokens
 
     say = _Say(out if out is not None else sys.stdout)
     started = time.monotonic()
@@ -60,7 +62,6 @@ def run_demo(out: Optional[TextIO] = None) -> int:
     with Emulator() as emulator:
         people = seed_demo(emulator)
         alice, bob = people["alice"], people["bob"]
-        names: Dict[str, str] = {s.address_id: s.display_name or s.name for s in people.values()}
         total_with_bob = len(emulator.messages(emulator.group_id(alice, bob.address_id)))
 
         say.step(f"Started an emulator at {emulator.base_url} (REST and websocket on one port)")
@@ -70,10 +71,13 @@ def run_demo(out: Optional[TextIO] = None) -> int:
             2,
         )
 
-        say.step("Connect as alice")
-        say.code("client = Client(token=alice.token, base_url=emulator.base_url)")
-        client: Client = Client(token=alice.token, base_url=emulator.base_url)
-        with client:
+        say.step("Connect as alice, from the project credentials (what a backend holds)")
+        say.code("tokens = SubscriberTokens(project_id, api_token, space)   # or from SIGNALWIRE_*")
+        say.code('client = Client.for_subscriber("alice", tokens=tokens)')
+        tokens = SubscriberTokens(emulator.project_id, emulator.api_token, emulator.space_url)
+        client: Client = Client.for_subscriber("alice", tokens=tokens, base_url=emulator.base_url)
+        say("her token was minted for the reference \"alice\"; it is cached and renewed for you", 4)
+        with tokens, client:
             api = client.conversation
 
             say.step("List her conversations")
@@ -87,7 +91,8 @@ def run_demo(out: Optional[TextIO] = None) -> int:
             say.step("Read a history: the 5 newest messages with bob (newest first)")
             say.code("client.conversation.get_conversation_messages(bob.address_id, limit=5)")
             newest = list(api.get_conversation_messages(bob.address_id, limit=5))
-            say(_messages_table(newest, names), 4)
+            say(_messages_table(newest), 4)
+            say("FROM is message.user_name: the sender's name from the address directory, cached", 4)
 
             say.step("Page through it: page_size is per request, pages are fetched lazily")
             say.code("page = client.conversation.get_conversation_messages(bob.address_id, page_size=50)")
@@ -119,7 +124,7 @@ def run_demo(out: Optional[TextIO] = None) -> int:
             say.step("Join the conversation (gives the group id messages carry)")
             say.code("client.conversation.join(bob.address_id)")
             joined = api.join(bob.address_id)
-            members = ", ".join(names.get(a, a) for a in joined.address_ids)
+            members = ", ".join(client.names.name_of(a) or a if client.names else a for a in joined.address_ids)
             say(f"group_id={joined.group_id}  members: {members}", 4)
 
             say.step("Subscribe: new messages arrive live over the websocket")
@@ -131,20 +136,20 @@ def run_demo(out: Optional[TextIO] = None) -> int:
                 text = "Are you there? (sent by bob, from his own client)"
                 say.step("A second subscriber (bob, with his own Client) sends a message")
                 say.code(f"bob_client.conversation.send_message(alice.address_id, {text!r})")
-                with Client(token=bob.token, base_url=emulator.base_url) as bob_client:
+                with Client.for_subscriber("bob", tokens=tokens, base_url=emulator.base_url) as bob_client:
                     sent_at = time.monotonic()
                     bob_client.conversation.send_message(alice.address_id, text)
                     event = _next(subscription)
                     latency_ms = (time.monotonic() - sent_at) * 1000
                 say(f"← live, {latency_ms:.0f} ms after sending:", 4)
-                say(_event_line(event, names), 6)
+                say(_event_line(event), 6)
 
                 say.step("alice answers; her own message is delivered to her too (is_author=True)")
                 say.code('client.conversation.send_message(bob.address_id, "Yes, here!")')
                 sent = api.send_message(bob.address_id, "Yes, here!")
                 say(f"sent: id={sent.id}", 4)
                 echo = _next(subscription)
-                say(_event_line(echo, names), 6)
+                say(_event_line(echo), 6)
 
             say.step("Close: the listener stops and every thread is joined")
             say.code("client.close()   # or leave the `with Client(...)` block")
@@ -163,21 +168,20 @@ def _next(subscription: Any) -> Any:
         raise CLIError(f"the live message did not arrive within {LIVE_TIMEOUT:.0f} s") from None
 
 
-def _sender(user_id: Optional[str], names: Dict[str, str]) -> str:
-    if user_id is None:
-        return "-"
-    return names.get(user_id, user_id)
+def _sender(message: Any) -> str:
+    """The SDK's sender name (``user_name``), else the sender's address id."""
+    return str(message.user_name or message.user_id or "-")
 
 
-def _messages_table(messages: Sequence[Any], names: Dict[str, str]) -> str:
+def _messages_table(messages: Sequence[Any]) -> str:
     rows: List[List[str]] = [
-        [local_time(m.datetime), _sender(m.user_id, names), m.text or f"[{m.kind or m.subtype}]"]
+        [local_time(m.datetime), _sender(m), m.text or f"[{m.kind or m.subtype}]"]
         for m in messages
     ]
     return format_table(["TIME", "FROM", "TEXT"], rows)
 
 
-def _event_line(event: Any, names: Dict[str, str]) -> str:
-    who = event.user_name or _sender(event.user_id, names)
+def _event_line(event: Any) -> str:
+    who = _sender(event)
     mine = "  (is_author=True)" if event.is_author else ""
     return f"{local_time(event.datetime)}  {who}: {event.text}{mine}"

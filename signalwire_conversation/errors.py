@@ -78,7 +78,8 @@ class APIError(SignalWireError):
         status_code: the HTTP status.
         message: the server's explanation, or the HTTP reason when it gave none.
         body: the decoded JSON body (a ``dict``/``list``), the raw text when it was not JSON,
-            or ``None`` when empty.
+            or ``None`` when empty; redacted (a server may echo the token back), for REST and
+            for a refused websocket authentication alike.
         headers: the response headers.
         request_id: the server's request id header, when it sent one.
         errors: the ``errors`` list of a 422 body (``type``, ``code``, ``message``,
@@ -96,9 +97,11 @@ class APIError(SignalWireError):
         method: Optional[str] = None,
         url: Optional[str] = None,
     ) -> None:
-        super().__init__(message)
+        from ._logging import redact, redact_data
+
+        super().__init__(redact(message))
         self.status_code = status_code
-        self.body = body
+        self.body = redact_data(body)
         self.headers: Mapping[str, str] = dict(headers or {})
         self.request_id = request_id
         self.method = method

@@ -10,7 +10,7 @@ owns every retry; each decision is a small named function below it:
 - :meth:`Transport._retry_delay` — the wait before a retry (the only randomness, patch it in
   tests) and :meth:`Transport._sleep` (the only sleep on the REST path).
 
-Policy (DESIGN.md §3):
+Policy (the user-facing account is docs/concepts/errors.md, "Retries"):
 
 - GET (and other idempotent methods) are retried on connection errors, timeouts, 408, 429
   and 5xx, and when an answer breaks off mid-body (truncated, reset, timed out).
@@ -33,14 +33,24 @@ sends one byte every few milliseconds would otherwise keep a call alive forever.
 deadline passes, the attempt fails with :class:`~signalwire_conversation.APITimeoutError` ("the
 server did not finish its answer within N s") and is retried like any other timeout (GET yes,
 POST never). A call therefore lasts at most ``(max_retries + 1) * (connect + read)`` plus the
-backoff waits. The deadline covers the status line, headers and body for the sessions the SDK
-creates; with your own ``session=``, only the body is checked (between the chunks read).
+backoff waits. The deadline covers the status line, headers and body, for the sessions the SDK creates and for
+the standard adapters of your own ``session=`` (see Connections below).
 ``timeout=None`` disables it along with the other timeouts.
+
+Credentials: the token travels as the request's ``auth`` (:class:`BearerAuth`), so ``requests``
+never replaces it with, or adds to it, ambient credentials (a ``~/.netrc`` entry for the host,
+``session.auth``, an ``Authorization`` header left on your own session).
+
+Connections: the sessions the SDK creates keep up to ``max_connections`` (64 by default)
+connections per host, so that many threads can share one client without the "Connection pool
+is full, discarding connection" churn. With your own ``session=``, its standard adapters get
+the SDK's deadline-aware connection classes (they act only during the SDK's own requests); an
+adapter with its own pool classes is left alone, and for it only the body is checked.
 
 Links to other hosts: the token is only sent where the base URL lives. An absolute URL (a
 pagination ``next``/``prev`` link) is followed when it has the base URL's exact origin (scheme,
 host, port), or, because the live backend's links may name the *space* host
-(``https://example.signalwire.com/...``) rather than ``fabric.signalwire.com`` (PROTOCOL.md
+(``https://example.signalwire.com/...``) rather than ``fabric.signalwire.com`` (docs/protocol.md
 §1.5), when it is ``https`` on the default port (or the base URL's port) to a host in the base
 URL's parent domain (base ``fabric.signalwire.com``: any ``*.signalwire.com``). An IP-address or
 loopback base URL allows its exact origin only. Anything else (another domain, plain ``http`` to
@@ -56,6 +66,7 @@ them into memory. Error statuses map to the :class:`~signalwire_conversation.API
 from __future__ import annotations
 
 import email.utils
+import io
 import json
 import logging
 import platform
@@ -63,7 +74,7 @@ import random
 import socket
 import threading
 import time
-from typing import Any, Mapping, MutableMapping, Optional, Tuple, Union
+from typing import Any, Mapping, MutableMapping, Optional, Protocol, Tuple, Union
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
@@ -77,7 +88,6 @@ from ._version import __version__
 from .config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
-    TokenProvider,
     is_loopback_host,
     normalize_timeout,
 )
@@ -97,9 +107,13 @@ from .errors import (
 )
 
 __all__ = [
+    "BearerAuth",
+    "Credentials",
+    "DEFAULT_MAX_CONNECTIONS",
     "NOT_GIVEN",
     "NotGiven",
     "Transport",
+    "new_session",
     "should_retry_status",
     "classify_exception",
     "parse_retry_after",
@@ -116,6 +130,8 @@ logger = _logging.get_logger("signalwire_conversation.transport")
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 #: The longest ``Retry-After`` (seconds) the transport sleeps on before retrying by itself.
 DEFAULT_RETRY_AFTER_CAP = 60.0
+#: Connections kept per host by the sessions the SDK creates (``Client(max_connections=...)``).
+DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_BACKOFF_INITIAL = 0.5
 DEFAULT_BACKOFF_MAX = 8.0
 
@@ -145,6 +161,29 @@ class NotGiven:
 #: Sentinel for a per-call option that was not passed (the client default applies).
 NOT_GIVEN = NotGiven()
 
+class BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer <token>`` (or another ``scheme``: ``Basic`` for the project
+    credentials of :class:`~signalwire_conversation.SubscriberTokens`), set as the request's auth.
+
+    Given as ``auth=``, it stops ``requests`` from looking up ``~/.netrc`` (or ``$NETRC``) for
+    the host, and it overrides ``session.auth`` and any ``Authorization`` header the session
+    carries: the SAT is the one credential sent.
+    """
+
+    __slots__ = ("_token", "_scheme")
+
+    def __init__(self, token: str, scheme: str = "Bearer") -> None:
+        self._token = token
+        self._scheme = scheme
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"{self._scheme} {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<redacted>)"
+
+
 #: What ``timeout=`` accepts: seconds, a ``(connect, read)`` pair, or ``None`` for no timeout.
 TimeoutArg = Union[float, Tuple[float, float], None]
 
@@ -162,6 +201,14 @@ def resolve_timeout(timeout: Any, *, name: str = "timeout") -> Optional[Tuple[fl
     if timeout is None:
         return None
     return normalize_timeout(timeout, name=name)
+
+
+def resolve_max_connections(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(
+            "max_connections", f"must be an int >= 1 (connections kept per host), got {value!r}"
+        )
+    return value
 
 
 def resolve_max_retries(value: Any, *, name: str = "max_retries") -> int:
@@ -422,7 +469,8 @@ class _DeadlineSocket:
     """A socket view whose every read is bounded by what is left of the attempt's deadline.
 
     Only the reading side is wrapped (``recv``/``recv_into`` and the ``makefile("rb")`` that
-    ``http.client`` reads the status line, headers and body through); each read gets the
+    ``http.client`` reads the status line, headers and body through, built from public
+    ``io`` classes: no private socket internals are used); each read gets the
     socket timeout ``min(read timeout, time left)``, and a read after the deadline raises
     :class:`_DeadlineExceeded` (a ``socket.timeout``, which urllib3 reports as a read timeout).
     """
@@ -431,6 +479,8 @@ class _DeadlineSocket:
         self._sock = sock
         self._deadline = deadline
         self._timeout: Optional[float] = sock.gettimeout()
+        self._readers = 0
+        self._close_pending = False
 
     def _arm(self) -> None:
         remaining = self._deadline - time.monotonic()
@@ -457,20 +507,53 @@ class _DeadlineSocket:
     def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kwargs: Any) -> Any:
         if mode != "rb" or kwargs:
             return self._sock.makefile(mode, buffering, **kwargs)
-        import io
-
         # what socket.makefile("rb") does, with this view as the raw reader
-        raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
-        self._sock._io_refs += 1
+        raw = _ViewReader(self)
+        self._readers += 1
         if buffering == 0:
             return raw
         return io.BufferedReader(raw, buffering if buffering and buffering > 0 else io.DEFAULT_BUFFER_SIZE)
 
-    def _decref_socketios(self) -> None:
-        self._sock._decref_socketios()
+    def close(self) -> None:
+        """Close the socket, or, while a reader made by :meth:`makefile` is open, once it is
+        closed (``http.client`` closes the connection of a ``Connection: close`` answer
+        before its body is read). The same deferral as ``socket.socket``'s own, by public means."""
+        if self._readers > 0:
+            self._close_pending = True
+        else:
+            self._sock.close()
+
+    def _reader_closed(self) -> None:
+        self._readers -= 1
+        if self._readers <= 0 and self._close_pending:
+            self._close_pending = False
+            self._sock.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+class _ViewReader(io.RawIOBase):
+    """The raw stream under ``makefile("rb")``: every read goes through the deadline view."""
+
+    def __init__(self, view: _DeadlineSocket) -> None:
+        super().__init__()
+        self._view = view
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._checkClosed()
+        return self._view.recv_into(buffer)
+
+    def fileno(self) -> int:
+        return int(self._view.fileno())
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._view._reader_closed()
 
 
 class _DeadlineMixin:
@@ -525,6 +608,56 @@ class _DeadlineAdapter(HTTPAdapter):
         return manager
 
 
+def new_session(*, pool_connections: int = 4, pool_maxsize: int = DEFAULT_MAX_CONNECTIONS) -> requests.Session:
+    """A ``requests.Session`` as the SDK makes its own: connections that honour the per-attempt
+    total deadline, ``pool_maxsize`` connections kept per host (room for many threads sharing
+    one client without "pool is full" churn) for up to ``pool_connections`` hosts."""
+    session = requests.Session()
+    adapter = _DeadlineAdapter(pool_connections=pool_connections, pool_maxsize=pool_maxsize)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def _install_deadline(session: requests.Session) -> int:
+    """Give ``session``'s standard adapters the deadline-aware pools; how many got them.
+
+    An adapter qualifies when it is an ``HTTPAdapter`` whose pool manager still uses urllib3's
+    own pool classes (anything custom is left alone). The new pools' connections behave as
+    before unless the SDK's own request is running on the thread (the deadline is per thread).
+    """
+    installed = 0
+    for adapter in set(session.adapters.values()):
+        if isinstance(adapter, _DeadlineAdapter):
+            installed += 1
+            continue
+        if not isinstance(adapter, HTTPAdapter):
+            continue
+        manager = getattr(adapter, "poolmanager", None)
+        if not _uses_standard_pools(manager):
+            continue
+        setattr(manager, "pool_classes_by_scheme", dict(_DEADLINE_POOLS))
+        original = adapter.proxy_manager_for
+
+        def proxy_manager_for(proxy: str, _original: Any = original, **proxy_kwargs: Any) -> Any:
+            proxy_manager = _original(proxy, **proxy_kwargs)
+            if _uses_standard_pools(proxy_manager) and not proxy.lower().startswith("socks"):
+                proxy_manager.pool_classes_by_scheme = dict(_DEADLINE_POOLS)
+            return proxy_manager
+
+        setattr(adapter, "proxy_manager_for", proxy_manager_for)
+        installed += 1
+    return installed
+
+
+_STANDARD_POOLS = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
+
+
+def _uses_standard_pools(manager: Any) -> bool:
+    classes = getattr(manager, "pool_classes_by_scheme", None)
+    return classes is not None and set(classes.items()) == set(_STANDARD_POOLS.items())
+
+
 def _passed(deadline: Optional[float]) -> bool:
     # a few ms of slack: the socket timeout that fired was armed with the time left
     return deadline is not None and time.monotonic() >= deadline - 0.005
@@ -549,6 +682,19 @@ def _deadline_error(method: str, url: str, budget: float) -> APITimeoutError:
 # ---------------------------------------------------------------------------------------------
 
 
+class Credentials(Protocol):
+    """What the transport needs from its credential: :class:`~signalwire_conversation.config.TokenProvider`
+    (a SAT, sent as ``Bearer``) or the project credentials of
+    :class:`~signalwire_conversation.SubscriberTokens` (sent as ``Basic``)."""
+
+    @property
+    def refreshable(self) -> bool: ...
+
+    def get(self) -> str: ...
+
+    def refresh(self, stale: Optional[str] = None) -> str: ...
+
+
 class _BrokenBody(Exception):
     """Internal: reading a response body failed; carries the SDK error and the retry verdict."""
 
@@ -561,15 +707,17 @@ class _BrokenBody(Exception):
 class Transport:
     """Sends requests for one :class:`Client`. Safe to share between threads.
 
-    The session is used, never mutated, after construction: per-request headers carry the
-    token, so a refresh in one thread does not race another thread's request.
+    The session is used, never mutated, after construction (a session you pass gets the
+    deadline-aware pool classes on its standard adapters, at construction): each request
+    carries its token as its own ``auth``, so a refresh in one thread does not race another
+    thread's request.
     """
 
     def __init__(
         self,
         *,
         base_url: str,
-        tokens: TokenProvider,
+        tokens: Credentials,
         timeout: TimeoutArg = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         session: Optional[requests.Session] = None,
@@ -578,9 +726,12 @@ class Transport:
         retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
         backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
+        auth_scheme: str = "Bearer",
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self._tokens = tokens
+        self._auth_scheme = auth_scheme
         self.timeout = resolve_timeout(timeout)
         self.max_retries = resolve_max_retries(max_retries)
         self.verify = verify
@@ -588,13 +739,12 @@ class Transport:
         self.retry_after_cap = retry_after_cap
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.max_connections = resolve_max_connections(max_connections)
         self._owns_session = session is None
         if session is None:
-            session = requests.Session()
-            # Room for many threads sharing one client without "pool is full" churn.
-            adapter = _DeadlineAdapter(pool_connections=4, pool_maxsize=32)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
+            session = new_session(pool_maxsize=self.max_connections)
+        else:
+            _install_deadline(session)
         self._session = session
         self._user_agent = user_agent()
         self._closed = threading.Event()
@@ -698,7 +848,9 @@ class Transport:
             retry_after: Optional[float] = None
             _attempt.deadline = deadline
             try:
-                response = self._send(method, url, headers=headers, params=params, data=data, timeout=call_timeout)
+                response = self._send(
+                method, url, headers=headers, params=params, data=data, timeout=call_timeout, token=token
+            )
             except requests.exceptions.RequestException as exc:
                 error, retryable = classify_exception(method, url, exc)
                 if budget is not None and isinstance(error, APITimeoutError) and _passed(deadline):
@@ -763,11 +915,13 @@ class Transport:
         params: Optional[Mapping[str, Any]],
         data: Optional[str],
         timeout: Optional[Tuple[float, float]],
+        token: str,
     ) -> requests.Response:
         return self._session.request(
             method,
             url,
             headers=dict(headers),
+            auth=BearerAuth(token, self._auth_scheme),
             params=params,
             data=data.encode("utf-8") if data is not None else None,
             timeout=timeout,
@@ -796,8 +950,8 @@ class Transport:
     # -- helpers -----------------------------------------------------------------------------
 
     def _headers(self, token: str, *, has_body: bool) -> MutableMapping[str, str]:
+        # (the token itself goes as the request's auth: see _send and BearerAuth)
         headers = {
-            "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "User-Agent": self._user_agent,
         }

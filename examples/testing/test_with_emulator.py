@@ -85,3 +85,20 @@ def test_messages_survive_a_dropped_connection(
         signalwire_emulator.send_message(user, bot.address_id, "sent during the blip")
         event = live.get(timeout=10)  # ...and the message still arrives (live or gap fill)
     assert event.text == "sent during the blip"
+
+
+# --- code that uses the project credentials (Client.for_subscriber, SubscriberTokens) ---------
+
+@pytest.fixture
+def project_env(signalwire_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGNALWIRE_PROJECT_ID, _API_TOKEN, _SPACE, _BASE_URL and _RELAY_URL of the emulator."""
+    for name, value in signalwire_emulator.environment().items():
+        monkeypatch.setenv(name, value)
+
+
+def test_a_user_acts_as_themselves(project_env: None, signalwire_emulator: Emulator, user: Subscriber) -> None:
+    with Client.for_subscriber("alice@example.com") as alice:  # a new reference: a new subscriber
+        alice.conversation.send_message(user.address_id, "hi")
+    (stored,) = signalwire_emulator.messages()
+    assert stored["text"] == "hi"
+    assert stored["from_fabric_address_id"] == signalwire_emulator.subscriber("alice@example.com").address_id

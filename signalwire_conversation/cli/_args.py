@@ -11,6 +11,7 @@ import textwrap
 import time
 from typing import Any, Dict, List, NoReturn, Optional
 
+from .._timestamps import MILLISECONDS_THRESHOLD
 from ._errors import UsageError
 
 __all__ = ["parse_time", "non_negative_int", "positive_int", "positive_seconds"]
@@ -74,7 +75,7 @@ def parse_time(value: str, *, now: Optional[float] = None) -> float:
     text = value.strip()
     if _NUMBER.match(text):
         number = float(text)
-        return number / 1000.0 if abs(number) >= 1e11 else number
+        return number / 1000.0 if abs(number) >= MILLISECONDS_THRESHOLD else number
     duration = _DURATION.match(text)
     if duration:
         amount, unit = float(duration.group(1)), duration.group(2)
@@ -125,8 +126,9 @@ def positive_seconds(value: str) -> float:
     return number
 
 
-def address(value: str) -> str:
-    """An argparse ``type``: an address id (surrounding whitespace dropped), not empty."""
+def identifier(value: str) -> str:
+    """An argparse ``type``: an address id or a reference (surrounding whitespace dropped), not
+    empty."""
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return value.strip()

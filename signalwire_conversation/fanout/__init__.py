@@ -12,8 +12,6 @@ Needs the ``redis`` extra: ``pip install "signalwire-conversation[redis]"``. See
 "Scaling out" guide (``docs/scaling-out.md``).
 """
 
-from __future__ import annotations
-
 from ._redis import INSTALL_HINT  # first: a missing redis package fails here, clearly
 from .commands import add_consume_arguments, add_relay_arguments, run_consume, run_relay
 from .consumer import StreamConsumer, StreamMessage

@@ -5,8 +5,6 @@
 docs/realtime.md for the delivery guarantees.
 """
 
-from __future__ import annotations
-
 from .listener import Listener
 from .state import ConnectionState
 from .subscription import Subscription

@@ -5,7 +5,7 @@ A :class:`Connection` is one socket and its health; it never decides to reconnec
 reader thread calling :meth:`Connection.poll`; :meth:`Connection.send` and
 :meth:`Connection.abort` may be called from any thread.
 
-What it does with each frame (PROTOCOL.md §2):
+What it does with each frame (docs/protocol.md §2):
 
 * ``signalwire.event``: acknowledged at once (``{"jsonrpc":"2.0","id":<id>,"result":{}}``), before
   anything else is looked at; a ``conversation.message`` payload (``params.params``) is handed
@@ -30,6 +30,19 @@ as one batch: all their acks (and ping answers) are written with one ``sendall``
 of them is handed on, and the events are handed on with one call. Outgoing frames are framed
 and masked here (a fresh mask key per frame, from an ``os.urandom`` pool) and written under
 websocket-client's own send lock, so they never interleave with its pongs or close frame.
+
+The fast path reaches into websocket-client internals (``frame_buffer``, ``continuous_frame``,
+``WebSocket.lock``, ``WebSocket._recv``). :func:`fast_path_problem` checks at import, and
+:meth:`Connection.open` again on each new socket, that they are all there and shaped as
+expected; when not (or with ``SIGNALWIRE_WS_FAST_PATH=0`` in the environment at import), every
+socket uses websocket-client's public API instead (``recv_data_frame``, ``send``), logged once at
+DEBUG. The fall-back is slower and checks the message size cap after reading a message rather
+than before buffering it. The tested websocket-client versions are listed in docs/reliability.md.
+
+TLS: one decision with REST (:func:`~signalwire_conversation.config.resolve_verify`): the
+websocket verifies with the same CA bundle, in an :class:`ssl.SSLContext` built here. A
+certificate that does not verify (or a CA bundle that cannot be loaded) raises
+:class:`ConnectFatal`: the listener stops with a clear error instead of retrying for ever.
 """
 
 from __future__ import annotations
@@ -45,13 +58,15 @@ import threading
 import time
 import uuid
 from json.encoder import encode_basestring_ascii
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union, cast
 
 import websocket
 
-from .._logging import get_logger, preview
+from .._logging import get_logger, preview, redact, redact_data
+from .._timestamps import MILLISECONDS_THRESHOLD
 from .._version import __version__
-from ..errors import RealtimeError
+from ..config import resolve_verify
+from ..errors import RealtimeError, SignalWireError
 
 __all__ = [
     "AGENT",
@@ -69,7 +84,11 @@ __all__ = [
     "token_expiry",
     "ConnectionLost",
     "ConnectRefused",
+    "ConnectFatal",
     "Connection",
+    "FAST_PATH",
+    "fast_path_problem",
+    "tls_context",
 ]
 
 logger = get_logger("signalwire_conversation.realtime")
@@ -78,7 +97,7 @@ logger = get_logger("signalwire_conversation.realtime")
 AGENT = f"signalwire-conversation-python/{__version__}"
 
 #: JSON-RPC error codes of ``signalwire.connect`` that mean "this authentication is refused"
-#: (PROTOCOL.md §2.2): authentication failed, requester validation failed, invalid params.
+#: (docs/protocol.md §2.2): authentication failed, requester validation failed, invalid params.
 AUTH_REFUSAL_CODES = frozenset({-32002, -32003, -32602})
 
 JSON = Dict[str, Any]
@@ -194,7 +213,7 @@ def connect_params(
     """``signalwire.connect`` params: a fresh connect, or a resume when both states are given.
 
     A resume sends ``protocol`` and ``authorization_state`` together (never one alone) along
-    with the token, even an expired one (PROTOCOL.md §2.9).
+    with the token, even an expired one (docs/protocol.md §2.9).
     """
     params: JSON = {
         "version": {"major": 4, "minor": 0, "revision": 0},
@@ -234,7 +253,7 @@ def token_expiry(result: Any) -> Optional[float]:
         value = authorization.get("expires_at")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         return None
-    return float(value / 1000.0 if value >= 1e11 else value)
+    return float(value / 1000.0 if value >= MILLISECONDS_THRESHOLD else value)
 
 
 def project_id_of(result: Any) -> Optional[str]:
@@ -254,10 +273,23 @@ class ConnectionLost(RealtimeError):
 
 
 class ConnectRefused(RealtimeError):
-    """``signalwire.connect`` was refused with an authentication error code (internal)."""
+    """``signalwire.connect`` was refused with an authentication error code (internal).
+
+    The message and the server's ``error`` object are redacted (a server may echo the token)."""
 
     def __init__(self, message: str, *, code: Optional[int] = None, error: Any = None) -> None:
-        super().__init__(message, code=code)
+        super().__init__(redact(message), code=code)
+        self.error = redact_data(error)
+
+
+class ConnectFatal(Exception):
+    """Opening the websocket failed in a way that retrying cannot heal (internal): the
+    certificate does not verify, or the CA bundle cannot be loaded. ``error`` is the public
+    error to stop the listener with. Not a :class:`SignalWireError`, so that a reconnect loop
+    catching those never retries it."""
+
+    def __init__(self, error: SignalWireError) -> None:
+        super().__init__(str(error))
         self.error = error
 
 
@@ -276,15 +308,56 @@ class _Pending:
         return self.done.wait(timeout)
 
 
-def _sslopt(verify: Union[bool, str]) -> JSON:
-    if verify is False:
-        return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
-    if isinstance(verify, str):
-        import os
+def tls_context(verify: Union[bool, str]) -> ssl.SSLContext:
+    """The client TLS context of the websocket: the same trust as REST.
 
-        key = "ca_cert_path" if os.path.isdir(verify) else "ca_certs"
-        return {"cert_reqs": ssl.CERT_REQUIRED, key: verify}
-    return {"cert_reqs": ssl.CERT_REQUIRED}
+    ``False``: no verification. ``True`` or a path: :func:`resolve_verify` picks the CA bundle
+    (a path as given; for ``True`` the CA environment variables, else certifi) and only that
+    bundle is trusted, as ``requests`` does; hostnames are checked.
+
+    Raises:
+        ConnectFatal: the bundle is missing or cannot be loaded.
+    """
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        path = resolve_verify(verify)
+        assert isinstance(path, str)
+        if os.path.isdir(path):
+            return ssl.create_default_context(capath=path)
+        return ssl.create_default_context(cafile=path)
+    except (SignalWireError, OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConnectFatal(RealtimeError(f"cannot load the CA bundle for the websocket: {exc}")) from exc
+
+
+def _sslopt(verify: Union[bool, str]) -> JSON:
+    context = tls_context(verify)
+    # check_hostname and cert_reqs repeat the context's own settings (older websocket-client
+    # versions read them besides the context)
+    return {"context": context, "check_hostname": context.check_hostname, "cert_reqs": context.verify_mode}
+
+
+def _certificate_error(url: str, exc: BaseException) -> Optional[ConnectFatal]:
+    """A :class:`ConnectFatal` when ``exc`` (or what it wraps) is a certificate failure."""
+    seen = 0
+    current: Optional[BaseException] = exc
+    while current is not None and seen < 5:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            reason = current.verify_message or current.reason or str(current)
+            return ConnectFatal(
+                RealtimeError(
+                    f"TLS certificate verification failed for {url}: {reason}. The websocket "
+                    "trusts the same CA bundle as REST (Client(verify=...), else "
+                    "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE, else certifi); "
+                    "not retried"
+                )
+            )
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
 
 
 #: The largest websocket message accepted (one frame or all fragments of one message); a
@@ -292,7 +365,15 @@ def _sslopt(verify: Union[bool, str]) -> JSON:
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
-class _CappedFrameBuffer(websocket.frame_buffer):
+if TYPE_CHECKING:
+    _FrameBufferBase = websocket.frame_buffer
+    _ContinuationBase = websocket.continuous_frame
+else:  # a websocket-client without them still imports this module (fast path off)
+    _FrameBufferBase = getattr(websocket, "frame_buffer", object)
+    _ContinuationBase = getattr(websocket, "continuous_frame", object)
+
+
+class _CappedFrameBuffer(_FrameBufferBase):
     """websocket-client's frame reader over a read-ahead buffer, refusing a payload longer than
     the cap *before* buffering it (the announced length is read first).
 
@@ -357,7 +438,7 @@ class _CappedFrameBuffer(websocket.frame_buffer):
         return data[start:end]
 
 
-class _CappedContinuation(websocket.continuous_frame):
+class _CappedContinuation(_ContinuationBase):
     """Reassembly of fragmented messages, with the same cap on the whole message."""
 
     max_bytes = DEFAULT_MAX_MESSAGE_BYTES
@@ -381,6 +462,107 @@ class _CappedWebSocket(websocket.WebSocket):
         self.frame_buffer.max_bytes = max_message_bytes
         self.cont_frame = _CappedContinuation(bool(kwargs.get("fire_cont_frame", False)), skip)
         self.cont_frame.max_bytes = max_message_bytes
+
+
+def fast_path_problem() -> Optional[str]:
+    """What is missing from websocket-client for the fast path, or ``None`` when all is there.
+
+    Checked: the classes subclassed here (``frame_buffer`` built as ``(recv_fn,
+    skip_utf8_validation)`` whose frame reading goes through ``recv_strict``;
+    ``continuous_frame`` with ``add``), and that ``WebSocket`` reads through ``frame_buffer``
+    and ``cont_frame`` and writes under ``lock`` (the names its code uses)."""
+    import inspect
+
+    buffer_cls = getattr(websocket, "frame_buffer", None)
+    cont_cls = getattr(websocket, "continuous_frame", None)
+    ws_cls = getattr(websocket, "WebSocket", None)
+    if not isinstance(buffer_cls, type) or not isinstance(cont_cls, type) or not isinstance(ws_cls, type):
+        return "websocket.frame_buffer, websocket.continuous_frame or websocket.WebSocket is missing"
+    try:
+        params = list(inspect.signature(getattr(buffer_cls, "__init__")).parameters)
+    except (TypeError, ValueError):
+        params = []
+    if params[1:3] != ["recv_fn", "skip_utf8_validation"]:
+        return f"frame_buffer(...) takes {params[1:]}, not (recv_fn, skip_utf8_validation)"
+
+    def names(cls: type, method: str) -> "frozenset[str]":
+        code = getattr(getattr(cls, method, None), "__code__", None)
+        return frozenset(code.co_names) if code is not None else frozenset()
+
+    needs = [
+        (buffer_cls, "recv_frame", {"recv_strict", "header"}),
+        (buffer_cls, "recv_header", {"recv_strict"}),
+        (cont_cls, "add", {"cont_data", "recving_frames"}),
+        (ws_cls, "recv_frame", {"frame_buffer"}),
+        (ws_cls, "recv_data_frame", {"cont_frame"}),
+        (ws_cls, "send_frame", {"lock"}),
+        (ws_cls, "__init__", {"frame_buffer", "cont_frame", "lock", "_recv"}),
+    ]
+    for cls, method, wanted in needs:
+        missing = wanted - names(cls, method)
+        if missing:
+            return f"{cls.__name__}.{method} no longer uses {', '.join(sorted(missing))}"
+    if not callable(getattr(ws_cls, "_recv", None)) or not callable(getattr(buffer_cls, "recv_strict", None)):
+        return "WebSocket._recv or frame_buffer.recv_strict is missing"
+    return None
+
+
+def _instance_problem(ws: Any) -> Optional[str]:
+    """What is wrong with a freshly built :class:`_CappedWebSocket`, or ``None``."""
+    if not isinstance(getattr(ws, "frame_buffer", None), _CappedFrameBuffer):
+        return "WebSocket.frame_buffer was not ours after construction"
+    if not isinstance(getattr(ws, "cont_frame", None), _CappedContinuation):
+        return "WebSocket.cont_frame was not ours after construction"
+    if not callable(getattr(ws.frame_buffer, "recv", None)):
+        return "frame_buffer.recv is not set"
+    if not hasattr(ws.frame_buffer, "header") or not hasattr(ws.cont_frame, "recving_frames"):
+        return "frame_buffer.header or continuous_frame.recving_frames is missing"
+    lock = getattr(ws, "lock", None)
+    if not (hasattr(lock, "__enter__") and hasattr(lock, "__exit__")):
+        return "WebSocket.lock is not a lock"
+    return None
+
+
+_problem = fast_path_problem()
+#: Whether new sockets use the fast path (see the module docstring). Read by
+#: :meth:`Connection.open` on every socket, so tests may switch it.
+FAST_PATH: bool = _problem is None and os.environ.get("SIGNALWIRE_WS_FAST_PATH", "1").strip() not in ("0", "false", "no")
+_fallback_logged = False
+
+
+def _log_fallback(reason: str) -> None:
+    global _fallback_logged
+    if not _fallback_logged:
+        _fallback_logged = True
+        logger.debug(
+            "websocket-client %s: realtime fast path off (%s); using its public API",
+            getattr(websocket, "__version__", "?"),
+            reason,
+        )
+
+
+if _problem is not None:
+    _log_fallback(_problem)
+
+
+def _new_websocket(sslopt: Optional[JSON], max_message_bytes: int) -> websocket.WebSocket:
+    """A websocket-client socket: ours (fast path) when the internals are there, else plain."""
+    global FAST_PATH
+    if FAST_PATH:
+        ws = _CappedWebSocket(
+            sslopt=sslopt,
+            skip_utf8_validation=True,
+            enable_multithread=True,
+            max_message_bytes=max_message_bytes,
+        )
+        problem = _instance_problem(ws)
+        if problem is None:
+            return ws
+        FAST_PATH = False
+        _log_fallback(problem)
+    elif _problem is None:
+        _log_fallback("switched off (SIGNALWIRE_WS_FAST_PATH or FAST_PATH)")
+    return websocket.WebSocket(sslopt=sslopt, skip_utf8_validation=True, enable_multithread=True)
 
 
 def shutdown_socket(ws: Any) -> None:
@@ -414,8 +596,10 @@ class Connection:
         url: str,
         on_events: Callable[[List[RawEvent]], None],
         on_authorization_state: Callable[[str], None],
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._ws = ws
+        self._max_message_bytes = max_message_bytes
         self.url = url
         self._on_events = on_events
         self._on_authorization_state = on_authorization_state
@@ -458,12 +642,7 @@ class Connection:
         :class:`ConnectionLost` for every other failure.
         """
         sslopt = _sslopt(verify) if url.lower().startswith("wss:") else None
-        ws = _CappedWebSocket(
-            sslopt=sslopt,
-            skip_utf8_validation=True,
-            enable_multithread=True,
-            max_message_bytes=max_message_bytes,
-        )
+        ws = _new_websocket(sslopt, max_message_bytes)
         if on_socket is not None:
             on_socket(ws)  # so that another thread can abort a stuck handshake
         try:
@@ -478,8 +657,17 @@ class Connection:
         except (websocket.WebSocketException, OSError, ValueError) as exc:
             shutdown_socket(ws)
             _untyped(ws, "shutdown")()
+            fatal = _certificate_error(url, exc)
+            if fatal is not None:
+                raise fatal from exc
             raise ConnectionLost(f"could not open {url}: {type(exc).__name__}: {exc}") from exc
-        return cls(ws, url=url, on_events=on_events, on_authorization_state=on_authorization_state)
+        return cls(
+            ws,
+            url=url,
+            on_events=on_events,
+            on_authorization_state=on_authorization_state,
+            max_message_bytes=max_message_bytes,
+        )
 
     # -- sending (any thread) ---------------------------------------------------------------
 
@@ -551,7 +739,7 @@ class Connection:
             error = pending.error
             message = error.get("message") if isinstance(error, Mapping) else None
             code = error.get("code") if isinstance(error, Mapping) else None
-            text = f"signalwire.connect failed: {message or preview(error, 200)}"
+            text = f"signalwire.connect failed: {redact(str(message)) if message else preview(error, 200)}"
             if is_auth_refusal(error):
                 raise ConnectRefused(text, code=code if isinstance(code, int) else None, error=error)
             raise ConnectionLost(text, code=code if isinstance(code, int) else None)
@@ -601,6 +789,12 @@ class Connection:
             if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
                 self.last_frame_at = time.monotonic()
                 return True  # ping (answered by websocket-client) or pong
+            if self._reader is None and len(frame.data) > self._max_message_bytes:
+                # the public-API path: the cap is checked once the message is read
+                raise ConnectionLost(
+                    f"the websocket failed: a message of {len(frame.data)} bytes exceeds the "
+                    f"{self._max_message_bytes}-byte limit"
+                )
             batch.append(frame.data)
             self._take_buffered(batch)
         self.last_frame_at = time.monotonic()

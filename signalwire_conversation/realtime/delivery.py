@@ -12,6 +12,7 @@ import collections
 import math
 from typing import Any, Deque, Hashable, Iterable, List, Optional, Set, Tuple
 
+from .._timestamps import MILLISECONDS_THRESHOLD
 from ..models import ConversationMessage, ConversationMessageEvent, event_from_message
 
 __all__ = [
@@ -25,9 +26,6 @@ __all__ = [
     "plan_recovery",
     "since_for",
 ]
-
-#: A wire ``ts`` at or above this is in milliseconds (models.py uses the same rule).
-MILLISECONDS_THRESHOLD = 1e11
 
 #: The version tag of the cursors this module writes.
 CURSOR_VERSION = "1"

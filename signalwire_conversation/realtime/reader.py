@@ -16,6 +16,7 @@ from typing import Any, List
 from .._logging import get_logger
 from ..errors import AuthenticationError, RealtimeError, SignalWireError
 from .connection import (
+    ConnectFatal,
     Connection,
     ConnectionLost,
     ConnectRefused,
@@ -51,7 +52,7 @@ class ReaderPart(ListenerCore):
                 except RetryNow:
                     delay = 0.0
                     continue
-                except Fatal as fatal:
+                except (Fatal, ConnectFatal) as fatal:  # ConnectFatal: an untrusted certificate
                     self._fail(fatal.error)
                     return
                 except (SignalWireError, OSError) as exc:

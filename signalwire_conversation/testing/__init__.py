@@ -16,8 +16,6 @@ pytest users get the ``signalwire_emulator`` and ``signalwire_client`` fixtures 
 ``emulator`` extra: ``pip install 'signalwire-conversation[emulator]'``.
 """
 
-from __future__ import annotations
-
 from ._cli import add_emulator_arguments, run_emulator
 from ._emulator import CONTROL_PREFIX, Emulator
 from ._seed import seed_demo

@@ -38,6 +38,10 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
                         default="from_fabric_address_id", help="wire name of a message's sender")
     parser.add_argument("--tls-cert", metavar="PEM", help="serve https/wss with this certificate chain")
     parser.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    parser.add_argument("--project-id", metavar="ID",
+                        help="the project id of the project credentials (default: a new random one)")
+    parser.add_argument("--api-token", metavar="TOKEN",
+                        help="the API token of the project credentials (default: a new random one)")
     parser.add_argument("--json", action="store_true", help="print the URLs and tokens as one JSON line")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log requests (-vv: debug)")
 
@@ -53,10 +57,23 @@ def _describe(info: Any, out: TextIO) -> None:
         out.write("  no subscribers yet (use --seed demo or --subscriber NAME)\n")
     first = info["subscribers"][0]["token"] if info["subscribers"] else "<token>"
     out.write(
-        "\nPoint the SDK at it:\n"
+        "\nPoint the SDK at it with a subscriber token:\n"
         f"  SIGNALWIRE_TOKEN={first} SIGNALWIRE_BASE_URL={info['base_url']} "
         f"SIGNALWIRE_RELAY_URL={info['relay_url']}\n"
-        "Stop with Ctrl+C.\n"
+    )
+    _describe_project(info, out)
+    out.write("Stop with Ctrl+C.\n")
+
+
+def _describe_project(info: Any, out: TextIO) -> None:
+    """The project credentials, as lines to paste into a shell or a ``.env`` file."""
+    out.write(
+        "\nOr with the project credentials (Client.for_subscriber, SubscriberTokens); paste:\n"
+        f"SIGNALWIRE_PROJECT_ID={info['project_id']}\n"
+        f"SIGNALWIRE_API_TOKEN={info['api_token']}\n"
+        f"SIGNALWIRE_SPACE={info['space']}\n"
+        f"SIGNALWIRE_BASE_URL={info['base_url']}\n"
+        f"SIGNALWIRE_RELAY_URL={info['relay_url']}\n\n"
     )
 
 
@@ -82,6 +99,8 @@ def run_emulator(args: argparse.Namespace, *, out: Optional[TextIO] = None,
         honour_time_filters=not args.ignore_time_filters,
         default_page_size=args.page_size,
         sender_field=args.sender_field,
+        project_id=getattr(args, "project_id", None),
+        api_token=getattr(args, "api_token", None),
     )
     stop_event = stop or threading.Event()
     previous = {}

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Type, Union
 
 from ._errors import HTTPError, error_body
 from ._http import Request, Response
+from ._identity import TOKEN_PATHS, Identity
 from ._relay import Relay
 from ._rest import RestContext
 from ._routes import Router
@@ -79,6 +80,10 @@ class Emulator:
       :attr:`honour_time_filters`, :attr:`default_page_size`, :attr:`clock_offset`;
     - subscribers and tokens: :meth:`add_subscriber`, :meth:`subscriber`, :attr:`subscribers`,
       :meth:`issue_token`, :meth:`revoke_token`;
+    - project credentials (the token endpoints ``/api/fabric/subscribers/tokens``,
+      ``.../tokens/refresh`` and ``/api/fabric/guests/tokens``, HTTP Basic): :attr:`project_id`,
+      :attr:`api_token` (``api_token=`` sets it), :attr:`space_url`, :meth:`environment`,
+      :attr:`identity` (lifetimes, :meth:`~Identity.expire_refresh_tokens`);
     - traffic: :meth:`send_message`, :meth:`send_messages`, :meth:`join`, :meth:`group_id`,
       :meth:`messages`, :meth:`send_raw` (text, raw bytes or ``binary=True``);
     - faults: :meth:`fail_next`, :attr:`latency`, :meth:`refuse_resume`,
@@ -104,6 +109,7 @@ class Emulator:
         control_api: bool = True,
         project_id: Optional[str] = None,
         ch: Optional[str] = None,
+        api_token: Optional[str] = None,
     ) -> None:
         if sender_field not in ("from_fabric_address_id", "from_address_id"):
             raise ValueError("sender_field must be 'from_fabric_address_id' or 'from_address_id'")
@@ -122,6 +128,7 @@ class Emulator:
             project_id=project_id,
         )
         self._relay = Relay(self._store)
+        self._identity = Identity(self._store, api_token)
         self._router = Router()
         self._server: Any = None
         self._lifecycle = threading.Lock()
@@ -281,7 +288,39 @@ class Emulator:
 
     @property
     def project_id(self) -> str:
+        """The project id of the project credentials (HTTP Basic user of the token endpoints)."""
         return self._store.project_id
+
+    # -- project credentials (docs/emulator.md, "Project credentials") ----------------------
+
+    @property
+    def api_token(self) -> str:
+        """The project's API token (HTTP Basic password of the token endpoints)."""
+        return self._identity.api_token
+
+    @property
+    def space_url(self) -> str:
+        """What ``SIGNALWIRE_SPACE`` is for this emulator: its base URL."""
+        return self.base_url
+
+    @property
+    def identity(self) -> Identity:
+        """The token endpoints' settings and controls: ``token_ttl``, ``refreshed_ttl``,
+        ``refresh_ttl`` (seconds), :meth:`~Identity.expire_refresh_tokens`,
+        :meth:`~Identity.allowed_addresses`."""
+        return self._identity
+
+    def environment(self) -> Dict[str, str]:
+        """The ``SIGNALWIRE_*`` variables that point the SDK at this emulator with the project
+        credentials (``SIGNALWIRE_BASE_URL``/``_RELAY_URL`` because the tokens' ``ch`` claim
+        names no reachable host)."""
+        return {
+            "SIGNALWIRE_PROJECT_ID": self.project_id,
+            "SIGNALWIRE_API_TOKEN": self.api_token,
+            "SIGNALWIRE_SPACE": self.space_url,
+            "SIGNALWIRE_BASE_URL": self.base_url,
+            "SIGNALWIRE_RELAY_URL": self.relay_url,
+        }
 
     # -- subscribers and tokens -------------------------------------------------------------
 
@@ -592,6 +631,7 @@ class Emulator:
         """Back to empty: no subscribers, messages, connections (dropped), faults or records.
         Settings passed to the constructor are restored."""
         sessions = self._store.reset()
+        self._identity.reset()
         for session in sessions:
             session.closed = True
             session.abort()
@@ -630,13 +670,10 @@ class Emulator:
                     ra = rule.retry_after
                     headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
                 raise HTTPError(rule.status, headers=headers)
-            caller = self._authenticate(request)
-            entry["subscriber"] = caller.name
-            handler, params = self._router.match(request.method, request.path)
-            host = request.headers.get("host")
-            scheme = "https" if self.ssl_context is not None else "http"
-            base = f"{scheme}://{host}" if host else self.base_url
-            response = handler(RestContext(store, base), request, caller, params)
+            if request.path.rstrip("/") in TOKEN_PATHS:  # project credentials, not a SAT
+                response = self._identity.handle(request)
+            else:
+                response = self._as_subscriber(request, entry)
         except HTTPError as exc:
             response = Response(exc.status, exc.body, exc.headers)
         except Exception:  # a bug in the emulator: say so, as the backend would
@@ -650,6 +687,18 @@ class Emulator:
         with store.lock:
             entry["status"] = response.status
         return response
+
+    def _as_subscriber(self, request: Request, entry: Dict[str, Any]) -> Response:
+        """A request made with a SAT: authenticated, guest limits applied, routed."""
+        caller = self._authenticate(request)
+        entry["subscriber"] = caller.name
+        self._identity.guard(caller, request)
+        handler, params = self._router.match(request.method, request.path)
+        host = request.headers.get("host")
+        scheme = "https" if self.ssl_context is not None else "http"
+        base = f"{scheme}://{host}" if host else self.base_url
+        response = handler(RestContext(self._store, base), request, caller, params)
+        return self._identity.filter(caller, request, response)
 
     def _authenticate(self, request: Request) -> Subscriber:
         header = request.headers.get("authorization", "")
@@ -666,6 +715,8 @@ class Emulator:
             "relay_url": self.relay_url,
             "control_url": self.control_url,
             "project_id": self.project_id,
+            "api_token": self.api_token,
+            "space": self.space_url,
             "subscribers": [
                 {
                     "name": s.name,

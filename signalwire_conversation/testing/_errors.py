@@ -1,6 +1,6 @@
 """Errors of the emulator: what an HTTP handler or a JSON-RPC handler raises, and the bodies.
 
-The bodies copy the SignalWire Fabric API family (PROTOCOL.md §1.6, fixtures ``openapi-error-*``):
+The bodies copy the SignalWire Fabric API family (docs/protocol.md §1.6, fixtures ``openapi-error-*``):
 ``{"error": "<reason phrase>"}`` for most statuses and, for validation failures (400/422),
 ``{"statusCode": 422, "errors": [{"type", "code", "message", "attribute", "url"}]}``.
 """
@@ -14,7 +14,7 @@ __all__ = ["HTTPError", "RPCError", "error_body", "validation_error", "reason_ph
 
 ERROR_CODES_URL = "https://signalwire.com/docs/apis/error-codes"
 
-#: JSON-RPC error codes used by the relay (PROTOCOL.md §2.2).
+#: JSON-RPC error codes used by the relay (docs/protocol.md §2.2).
 AUTHENTICATION_FAILED = -32002
 REQUESTER_VALIDATION_FAILED = -32003
 INVALID_PARAMS = -32602

@@ -1,4 +1,4 @@
-"""The relay's JSON-RPC handlers (PROTOCOL.md §2): one text frame in, frames out via the sink.
+"""The relay's JSON-RPC handlers (docs/protocol.md §2): one text frame in, frames out via the sink.
 
 Client → server: ``signalwire.connect`` (fresh, or resume with ``protocol`` +
 ``authorization_state``), ``signalwire.ping``, ``signalwire.reauthenticate``; responses to the

@@ -2,7 +2,7 @@
 
 Lists are newest first in the envelope ``{"data": [...], "links": {...}}`` whose links are
 absolute URLs (``self`` and ``first`` always, ``next`` when there is more, ``prev`` when this
-is not the first page), PROTOCOL.md §1.5. Cursors (``page_token``) are keyset cursors, so a
+is not the first page), docs/protocol.md §1.5. Cursors (``page_token``) are keyset cursors, so a
 message posted while a client pages through a list never shifts or repeats items.
 """
 
@@ -14,6 +14,7 @@ import json
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlencode
 
+from .._timestamps import MILLISECONDS_THRESHOLD
 from ._errors import HTTPError, validation_error
 from ._http import Request, Response
 from ._state import Store, Subscriber
@@ -103,7 +104,7 @@ def _time_filter(request: Request, name: str) -> Optional[float]:
         value = float(raw)
     except ValueError:
         raise validation_error("invalid_parameter", f"{name} must be a number (seconds since the epoch)", name) from None
-    if value > 1e11:  # milliseconds
+    if value >= MILLISECONDS_THRESHOLD:
         value /= 1000.0
     return value
 

@@ -2,7 +2,7 @@
 
 The real SAT is ``base64url(header) . "" . iv . ciphertext . tag`` with ``alg: dir`` (so the
 encrypted-key part is empty, as in the OpenAPI example token). Clients only decode the header
-(PROTOCOL.md §1.1); the rest is opaque here too: random bytes. The emulator recognises a token
+(docs/protocol.md §1.1); the rest is opaque here too: random bytes. The emulator recognises a token
 by its exact string, so any change to any part makes it invalid.
 """
 

@@ -1,14 +1,16 @@
 """The official SignalWire JS client (@signalwire/client from npm) against the emulator.
 
-Runs ``scripts/interop.py``, which starts ``python -m signalwire_conversation.testing --seed
-demo`` and drives ``../shared/interop/run.sh`` (the shared harness beside the clone) against it.
-Skipped, with the reason, when node/npm or the harness are missing.
+Runs ``scripts/interop.py``, which installs the project's harness (``tests/interop/``: its
+``package-lock.json`` pins the client) with ``npm ci`` on the first run, starts ``python -m
+signalwire_conversation.testing --seed demo`` and drives ``tests/interop/harness.js`` against it.
+Skipped, with the reason, only when node (>= 18) or npm is missing; an install that fails is a
+failure.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,26 +18,36 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HARNESS = ROOT.parent / "shared" / "interop" / "run.sh"
+SCRIPT = ROOT / "scripts" / "interop.py"
+
+
+def why_not() -> "str | None":
+    """The script's own check (no node/npm, or too old a node)."""
+    spec = importlib.util.spec_from_file_location("interop_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    reason: "str | None" = script.missing_tools()
+    return reason
 
 
 @pytest.mark.interop
 def test_official_js_client_passes_every_step(tmp_path: Path) -> None:
-    missing = [tool for tool in ("node", "npm", "bash") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"interop needs {', '.join(missing)} on PATH (apt-get install nodejs npm)")
-    if not HARNESS.is_file():
-        pytest.skip(f"interop harness not found at {HARNESS} (the shared/ directory beside the clone)")
+    reason = why_not()
+    if reason:
+        pytest.skip(f"interop {reason} (apt-get install nodejs npm)")
     out = tmp_path / "summary.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "interop.py"), "--harness", str(HARNESS), "--out", str(out)],
-        cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600,
+        [sys.executable, str(SCRIPT), "--out", str(out)],
+        cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900,
     )
     if not out.is_file():
         pytest.fail(f"the harness wrote no summary (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     summary = json.loads(out.read_text())
+    assert summary["client"]["package"] == "@signalwire/client"
     steps = summary["steps"]
     failed = [f"{s['name']}: {s.get('error')}" for s in steps if not s["ok"] and not s.get("skipped")]
     assert not failed, "\n".join(failed) + "\n" + proc.stdout[-2000:]
     assert summary["ok"] and proc.returncode == 0
-    assert len([s for s in steps if s["ok"] and not s.get("skipped")]) >= 27
+    assert [s["name"] for s in steps if s.get("skipped")] == []
+    assert len([s for s in steps if s["ok"]]) >= 27

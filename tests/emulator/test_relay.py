@@ -1,4 +1,4 @@
-"""The relay websocket of PROTOCOL.md §2, with ``websocket-client``: frames, acks, resume, pings."""
+"""The relay websocket of docs/protocol.md §2, with ``websocket-client``: frames, acks, resume, pings."""
 
 from __future__ import annotations
 

@@ -30,8 +30,10 @@ class People:
             emulator.send_message(self.bob, self.alice.address_id, f"history {n}")
 
     def env(self) -> Dict[str, str]:
-        """A subprocess environment: alice's token, the emulator's URL, the repo importable."""
+        """A subprocess environment: the emulator's project credentials and URLs, alice's token,
+        the repo importable."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALWIRE_")}
+        env.update(self.emulator.environment())
         env.update(SIGNALWIRE_TOKEN=self.alice.token, SIGNALWIRE_BASE_URL=self.emulator.base_url)
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
@@ -41,6 +43,8 @@ class People:
 @pytest.fixture
 def people(signalwire_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> People:
     p = People(signalwire_emulator)
+    for name, value in signalwire_emulator.environment().items():  # the project credentials
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("SIGNALWIRE_TOKEN", p.alice.token)
     monkeypatch.setenv("SIGNALWIRE_BASE_URL", signalwire_emulator.base_url)
     return p

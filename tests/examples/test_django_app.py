@@ -34,7 +34,10 @@ def site(django_project: None, people: People) -> Iterator[People]:
 
     from chat.signalwire import close_client
 
-    with override_settings(SIGNALWIRE_TOKEN=people.alice.token, SIGNALWIRE_BASE_URL=people.emulator.base_url):
+    emu = people.emulator
+    with override_settings(SIGNALWIRE_TOKEN=people.alice.token, SIGNALWIRE_BASE_URL=emu.base_url,
+                           SIGNALWIRE_PROJECT_ID=emu.project_id, SIGNALWIRE_API_TOKEN=emu.api_token,
+                           SIGNALWIRE_SPACE=emu.space_url):
         yield people
         close_client()
 
@@ -96,3 +99,18 @@ def test_listen_command_reports_a_bad_token(site: People) -> None:
     site.emulator.revoke_token(site.alice.token)
     with pytest.raises(CommandError):
         call_command("listen", count=1, timeout=5, stdout=io.StringIO())
+
+
+def test_each_user_acts_as_themselves(site: People) -> None:
+    from django.test import Client as HTTP
+
+    http = HTTP()
+    url = f"/me/conversations/{site.bob.address_id}/messages"
+    answer = http.get(url, {"limit": "2"}, headers={"X-User": "alice"})
+    assert answer.status_code == 200
+    assert [(m["from"], m["text"]) for m in answer.json()["messages"]] == [("Bob", "history 5"), ("Bob", "history 4")]
+    sent = http.post(url, {"text": "hi from erin"}, headers={"X-User": "erin"})
+    assert sent.status_code == 201 and sent.json()["user_id"] == site.emulator.subscriber("erin").address_id
+    assert http.get(url).status_code == 401
+    http.get(url, headers={"X-User": "alice"})
+    assert site.emulator.request_count("POST", "^/api/fabric/subscribers/tokens$") == 2

@@ -109,7 +109,7 @@ def test_the_example_test_suite_passes() -> None:
         env={k: v for k, v in os.environ.items() if not k.startswith("SIGNALWIRE_")},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "4 passed" in proc.stdout
+    assert "5 passed" in proc.stdout
 
 
 # -- the documentation's code blocks ---------------------------------------------------------
@@ -144,3 +144,62 @@ def test_doc_code_blocks_run(page: str, people: People) -> None:
     finally:
         namespace["client"].close()
         client.close()
+
+
+def test_readme_use_it_runs_from_project_credentials(people: People, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's "Use it" block, as written, with the project credentials of the emulator in
+    the environment (the ``people`` fixture) and ``address_id`` (bob's) defined; the client it
+    makes is closed from here once a live message was printed, which ends its run_forever()."""
+    import threading
+
+    import signalwire_conversation
+    from signalwire_conversation import SubscriberTokens
+
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme[readme.index("## Use it"):]
+    (block,) = FENCE.findall(section[: section.index("\n## ", 3)])
+    emu = people.emulator
+    with SubscriberTokens() as tokens:  # the subscriber exists already, with some history
+        tokens.token_for("alice@example.com")
+    alice = emu.subscriber("alice@example.com")
+    emu.send_message(people.bob, alice.address_id, "earlier")
+
+    made: List[Any] = []
+
+    class Recorded(signalwire_conversation.Client):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(signalwire_conversation, "Client", Recorded)
+    printed: List[tuple] = []
+    namespace: Dict[str, Any] = {"address_id": people.bob.address_id, "print": lambda *a: printed.append(a)}
+    errors: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            exec(compile(block, "README.md[Use it]", "exec"), namespace)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        emu.wait_connected(alice, timeout=15)
+        emu.send_message(people.bob, alice.address_id, "live from bob")
+        from waiting import wait_until
+
+        wait_until(lambda: ("Bob", "live from bob") in printed, 15, "the live message printed")
+    finally:
+        for client in made:
+            client.close()
+        thread.join(15)
+    assert not thread.is_alive() and not errors, errors
+    assert len(made) == 1
+    group = emu.group_id(alice, people.bob.address_id)
+    assert [row for row in printed if len(row) == 2 and row[1] == group]  # the conversation
+    history = [row[1:] for row in printed if len(row) == 3]  # (datetime, user_name, text)
+    assert history == [("Bob", "earlier")]  # with the sender's name
+    assert [m["text"] for m in emu.messages(group)][0] == "live from bob"
+    assert "Hello from Python" in [m["text"] for m in emu.messages(group)]

@@ -25,6 +25,8 @@ def app_module() -> Iterator[Any]:
     yield module
     if module._client is not None:
         module._client.close()
+    if module._clients is not None:
+        module._clients.close()
 
 
 def test_list_and_send(people: People, app_module: Any) -> None:
@@ -55,3 +57,29 @@ def test_errors_become_http_answers(people: People, app_module: Any) -> None:
         assert http.post(f"/conversations/{people.bob.address_id}/messages", data={}).status_code == 400
         missing = http.get("/conversations/00000000-0000-4000-8000-000000000000/messages")
         assert missing.status_code in (404, 502) and "error" in missing.get_json()
+
+
+def test_each_user_acts_as_themselves(people: People, app_module: Any) -> None:
+    http = app_module.app.test_client()  # per-user clients from the project credentials
+    emu = people.emulator
+    url = f"/me/conversations/{people.bob.address_id}/messages"
+
+    answer = http.get(url + "?limit=2", headers={"X-User": "alice"})
+    assert answer.status_code == 200
+    assert answer.get_json() == [
+        {"from": "Bob", "text": "history 5", "ts": answer.get_json()[0]["ts"]},
+        {"from": "Bob", "text": "history 4", "ts": answer.get_json()[1]["ts"]},
+    ]
+    # a user seen for the first time becomes a subscriber, and writes as themselves
+    sent = http.post(url, data={"text": "hello from dave"}, headers={"X-User": "dave@example.com"})
+    assert sent.status_code == 201
+    dave = emu.subscriber("dave@example.com")
+    assert sent.get_json()["user_id"] == dave.address_id
+    assert http.get(url, headers={"X-User": "alice"}).get_json()[0]["text"] == "history 5"  # not alice's
+
+    assert http.get(url).status_code == 401  # nobody signed in
+    clients = app_module._clients
+    assert "alice" in clients and "dave@example.com" in clients
+    for _ in range(3):
+        http.get(url, headers={"X-User": "alice"})
+    assert emu.request_count("POST", "^/api/fabric/subscribers/tokens$") == 2  # one token per user

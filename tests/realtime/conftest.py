@@ -24,3 +24,17 @@ def fake_sat(ch: str = "127.0.0.1") -> str:
 @pytest.fixture
 def token_provider() -> TokenProvider:
     return TokenProvider(fake_sat())
+
+
+@pytest.fixture(autouse=True, params=["fast-path", "fallback-path"])
+def websocket_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every realtime test runs twice: on the fast path (websocket-client internals) and on
+    the fall-back through websocket-client's public API (what a websocket-client release
+    without those internals gets)."""
+    from signalwire_conversation.realtime import connection
+
+    fast = request.param == "fast-path"
+    if fast and connection.fast_path_problem() is not None:
+        pytest.skip(f"fast path unavailable: {connection.fast_path_problem()}")
+    monkeypatch.setattr(connection, "FAST_PATH", fast)
+    return str(request.param)

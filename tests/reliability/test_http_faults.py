@@ -1,7 +1,7 @@
 """The HTTP fault matrix: each fault gives the documented retry or a clear error, and
 ``send_message`` is never delivered twice (counted on the emulator's store).
 
-Policy under test (``signalwire_conversation/transport.py``, DESIGN §3): GET is retried on
+Policy under test (``signalwire_conversation/transport.py``, docs/concepts/errors.md): GET is retried on
 connection errors, timeouts, 408, 429 and 5xx; POST only on a failed connect or on 429/503
 (the server refused without acting), never after a read timeout or a reset after sending.
 ``Retry-After`` (seconds or HTTP date) is honoured up to a cap (60 s); a longer one raises

@@ -37,7 +37,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> List[float]:
 
 @pytest.fixture
 def client(rsps: responses.RequestsMock, sleeps: List[float]) -> Iterator[Client]:
-    c = Client(TOKEN, max_retries=2)
+    c = Client(TOKEN, max_retries=2, resolve_names=False)  # names: tests/unit/test_names.py
     yield c
     c.close()
 

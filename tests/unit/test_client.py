@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from typing import Any, List
@@ -120,14 +121,17 @@ def test_close_closes_listener_then_session(client: Client) -> None:
 # -- the realtime seam -----------------------------------------------------------------------
 
 
-def test_listener_built_lazily_once_with_the_seam_arguments() -> None:
+def test_listener_built_lazily_once_with_the_seam_arguments(tmp_path: Any) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+
     def on_error(exc: BaseException, event: Any) -> None:
         pass
 
     def on_state(state: ConnectionState) -> None:
         pass
 
-    c = Client(TOKEN, verify="/ca.pem", on_error=on_error, on_state_change=on_state, listener_options={"ping_timeout": 7.0})
+    c = Client(TOKEN, verify=str(ca), on_error=on_error, on_state_change=on_state, listener_options={"ping_timeout": 7.0})
     assert FakeListener.instances == []
     sub = c.conversation.subscribe()
     c.conversation.subscribe(print)
@@ -136,8 +140,12 @@ def test_listener_built_lazily_once_with_the_seam_arguments() -> None:
     assert kw["tokens"] is c._tokens
     assert kw["relay_url"] == "wss://puc.swire.io"
     assert kw["on_error"] is on_error and kw["on_state_change"] is on_state
-    assert kw["verify"] == "/ca.pem" and kw["ping_timeout"] == 7.0
+    assert kw["verify"] == str(ca) and kw["ping_timeout"] == 7.0
     assert callable(kw["fetch_missed"])
+    # a callback is wrapped to get sender names filled in (resolve_names=True, the default)
+    wrapped = listener.subscribed[1]["callback"]
+    assert wrapped.__wrapped__ is print
+    listener.subscribed[1]["callback"] = print
     assert listener.subscribed == [
         {"callback": None, "group_id": None, "timeout": 15.0, "after": None},
         {"callback": print, "group_id": None, "timeout": 15.0, "after": None},
@@ -251,6 +259,7 @@ def test_public_names() -> None:
     assert sorted(signalwire_conversation.__all__) == sorted([
         "__version__",
         "Client", "ConversationAPI", "Page", "Subscription", "ConnectionState",
+        "SubscriberTokens", "SubscriberClients",
         "Conversation", "ConversationMessage", "ConversationMessageEvent",
         "JoinResult", "SentMessage", "SubscriberInfo",
         "SignalWireError", "ConfigurationError", "ValidationError", "APIError",
@@ -262,11 +271,23 @@ def test_public_names() -> None:
         assert getattr(signalwire_conversation, name) is not None
 
 
-def test_public_names_match_module_namespace() -> None:
+def test_dir_lists_the_public_names_only() -> None:
     # dir(), not vars(): ConnectionState and Subscription are loaded on first access
-    public = {n for n in dir(signalwire_conversation) if not n.startswith("_")} - {"annotations"}
-    modules = {n for n in public if type(getattr(signalwire_conversation, n)).__name__ == "module"}
-    assert public - modules == set(signalwire_conversation.__all__) - {"__version__"}
+    names = dir(signalwire_conversation)
+    assert {n for n in names if not n.startswith("_")} == set(signalwire_conversation.__all__) - {"__version__"}
+    assert {n for n in names if n.startswith("_")} <= {n for n in names if n.startswith("__") and n.endswith("__")}
+    assert "__version__" in names and "__doc__" in names
+    assert "annotations" not in names and "models" not in names
+    for name in dir(signalwire_conversation):
+        assert getattr(signalwire_conversation, name) is not None
+
+
+@pytest.mark.parametrize("module", ["realtime", "testing", "fanout"])
+def test_public_subpackages_leak_no_future_import(module: str) -> None:
+    # ``from __future__ import annotations`` binds the name ``annotations`` in the module
+    package = importlib.import_module(f"signalwire_conversation.{module}")
+    assert "annotations" not in dir(package)
+    assert set(package.__all__) <= set(dir(package))
 
 
 def test_conversation_attribute() -> None:
@@ -302,11 +323,12 @@ def test_constructor_refuses_unusable_arguments(kwargs: Any, parameter: str) -> 
 
 
 def test_constructor_accepts_usable_arguments() -> None:
+    import certifi
     import requests
 
     session = requests.Session()
     c = Client(
-        TOKEN, base_url=BASE, verify="/etc/ssl/certs/ca-certificates.crt", session=session,
+        TOKEN, base_url=BASE, verify=certifi.where(), session=session,
         allow_insecure=False, on_error=lambda exc, ev: None, on_state_change=print,
         listener_options={"ping_timeout": 5, "queue_size": 10},
     )

@@ -72,6 +72,31 @@ def test_get_conversations_without_page_size_sends_no_query(client: Client, rsps
     assert page.data == []
 
 
+def test_get_conversations_limit_caps_the_iteration_and_the_page_size(
+    client: Client, rsps: responses.RequestsMock
+) -> None:
+    url = f"{BASE}/api/fabric/conversations"
+    rsps.get(url, json={"data": [{"group_id": "g1"}, {"group_id": "g2"}], "links": {"next": f"{url}?p=2"}},
+             match=[responses.matchers.query_param_matcher({"page_size": "3"})])
+    rsps.get(url, json={"data": [{"group_id": "g3"}, {"group_id": "g4"}], "links": {"next": f"{url}?p=3"}},
+             match=[responses.matchers.query_param_matcher({"p": "2", "page_size": "3"})])
+    page = client.conversation.get_conversations(limit=3)
+    assert query(rsps.calls[0]) == {"page_size": "3"}  # as for the message listings: min(limit, 100)
+    assert [c.id for c in page] == ["g1", "g2", "g3"]
+    assert len(rsps.calls) == 2  # the budget is spent on the second page: no third request
+    assert query(rsps.calls[1]) == {"p": "2", "page_size": "3"}
+
+
+def test_get_conversations_limit_alone_caps_the_page_size_at_100(
+    client: Client, rsps: responses.RequestsMock
+) -> None:
+    rsps.get(f"{BASE}/api/fabric/conversations", json={"data": [], "links": {}})
+    client.conversation.get_conversations(limit=1000, page_size=None)
+    assert query(rsps.calls[0]) == {"page_size": "100"}
+    client.conversation.get_conversations(limit=3, page_size=50)
+    assert query(rsps.calls[1]) == {"page_size": "50"}
+
+
 def test_join_request_body_and_result(client: Client, rsps: responses.RequestsMock) -> None:
     add_me(rsps)
     add_join(rsps)

@@ -5,16 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from signalwire_conversation import (
     Conversation,
     ConversationMessage,
     ConversationMessageEvent,
+    JoinResult,
     ResponseValidationError,
+    SentMessage,
+    SubscriberInfo,
 )
 from signalwire_conversation.models import (
     decode_conversation,
@@ -367,12 +372,226 @@ def test_to_dict_copies_nested_values() -> None:
     assert info.to_dict()["address_ids"] == ["a1"]
 
 
-def test_fast_builder_refuses_classes_it_cannot_build() -> None:
+def test_fast_path_refuses_classes_it_cannot_build() -> None:
     from signalwire_conversation import models
 
     @attrs.define(frozen=True, kw_only=True)
     class Checked:
-        x: int = attrs.field(validator=attrs.validators.instance_of(int))
+        x: Optional[str] = attrs.field(default=None, validator=attrs.validators.instance_of(str))
+
+    @attrs.define(frozen=True, kw_only=True)
+    class Unknown:
+        x: "list[str]" = attrs.field(factory=list)
+
+    @attrs.define(frozen=True, kw_only=True)
+    class PostInit:
+        x: Optional[str] = None
+
+        def __attrs_post_init__(self) -> None:
+            pass
 
     with pytest.raises(TypeError, match="validators"):
-        models._builder(Checked)
+        models._field_checks(Checked)
+    with pytest.raises(TypeError, match="no check for type"):
+        models._field_checks(Unknown)
+    with pytest.raises(TypeError, match="post_init"):
+        models._field_checks(PostInit)
+
+
+_SAMPLES = {
+    Conversation: lambda: [decode_conversation({"group_id": "g", "name": "n", "metadata": {"a": 1}, "x": 2}),
+                           decode_conversation({"group_id": "g"})],
+    ConversationMessage: lambda: [decode_message({"id": "m", "group_id": "g", "text": "<hi>", "details": {"d": [1]},
+                                                  "ts": 1.5, "zz": 3}),
+                                  decode_message({"id": "m"})],
+    ConversationMessageEvent: lambda: [decode_event({"id": "e", "hidden": True, "user_name": "U"}, is_author=True),
+                                       decode_event({"id": "e"})],
+    JoinResult: lambda: [decode_join_result({"group_id": "g", "fabric_address_ids": ["a", "b"]}),
+                         decode_join_result({"group_id": "h"})],
+    SentMessage: lambda: [decode_sent_message({"id": "s", "text": "t"}), decode_sent_message({})],
+    SubscriberInfo: lambda: [decode_subscriber_info({"id": "s", "fabric_addresses": [{"id": "a"}]}),
+                             decode_subscriber_info({})],
+}
+
+
+@pytest.mark.parametrize("cls", list(_SAMPLES), ids=lambda c: c.__name__)
+def test_repr_eq_and_hash_are_what_attrs_would_generate(cls: Any) -> None:
+    # the models write these once in _Model (import time); a twin made by attrs with its
+    # defaults must behave the same
+    twin = attrs.make_class(
+        cls.__name__,
+        {a.name: attrs.field(default=a.default, repr=a.repr, kw_only=True) for a in attrs.fields(cls)},
+        frozen=True,
+    )
+
+    def twin_of(obj: Any) -> Any:
+        return twin(**{a.name: getattr(obj, a.name) for a in attrs.fields(cls)})
+
+    def changed(value: Any) -> Any:
+        if isinstance(value, bool):
+            return not value
+        if isinstance(value, tuple):
+            return value + ("z",)
+        if isinstance(value, dict):
+            return dict(value, changed=1)
+        return 42.0 if isinstance(value, float) else f"{value}-changed"
+
+    samples = _SAMPLES[cls]()
+    samples.append(attrs.evolve(samples[0]))  # equal, not identical
+    # and one variant per field, different in that field alone
+    samples += [attrs.evolve(samples[0], **{a.name: changed(getattr(samples[0], a.name))}) for a in attrs.fields(cls)]
+    for x in samples:
+        assert repr(x) == repr(twin_of(x))
+        for y in samples:
+            assert (x == y) is (twin_of(x) == twin_of(y))
+            assert (x != y) is (twin_of(x) != twin_of(y))
+        assert (x == object()) is False and (x != object()) is True
+        assert x != twin_of(x)  # another class: never equal, as with attrs
+        with pytest.raises(TypeError):
+            hash(twin_of(x))  # unhashable (a dict field), and so:
+        with pytest.raises(TypeError):
+            hash(x)
+
+
+def test_generated_decoder_fills_defaults_and_calls_factories(monkeypatch: pytest.MonkeyPatch) -> None:
+    from signalwire_conversation import models
+
+    @attrs.define(frozen=True, kw_only=True)
+    class Custom:
+        id: Optional[str] = None
+        flag: bool = True
+        tags: Mapping[str, Any] = attrs.field(factory=lambda: {"fresh": True})
+        extra: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @attrs.define(frozen=True, kw_only=True)
+    class TakesSelf:
+        x: Mapping[str, Any] = attrs.field(default=attrs.Factory(lambda self: {}, takes_self=True))
+
+    monkeypatch.setitem(models._fast_checks, Custom, models._field_checks(Custom))
+    decode = models._generate(Custom, ("id", "other"))
+    first, second = decode({"id": "x", "other": 1}), decode({"id": "y", "other": 2})
+    assert first == Custom(id="x", extra={"other": 1}) and first.flag is True
+    assert first.tags == {"fresh": True} and first.tags is not second.tags  # a new one each time
+    assert decode({"id": 5, "other": 1}) is None  # not a str: the converter's business
+    with pytest.raises(TypeError, match="takes self"):
+        models._field_checks(TakesSelf)
+
+
+# -- one fast path, proven equal to the converter ----------------------------------------------
+#
+# For any payload, the decoder generated for its key order either declines (None: the converter
+# decides) or builds exactly the model the converter builds: same values of the same types,
+# same ``extra``. And it does not decline what a sane server sends (every value already of its
+# field's type), so the equality is not won by always declining.
+
+
+def _typed(model: Any) -> Any:
+    """The model's values with their types (``==`` alone has 1 == 1.0 == True)."""
+    out = []
+    for a in attrs.fields(type(model)):
+        value = getattr(model, a.name)
+        if a.name == "extra":
+            value = sorted((repr(k), type(v).__name__, repr(v)) for k, v in value.items())
+        out.append((a.name, type(value).__name__, repr(value)))
+    return out
+
+
+def _converter(cls: Any, payload: Any, default: Optional[bool]) -> Any:
+    from signalwire_conversation import models
+
+    if cls is ConversationMessage:
+        return models._message_hook(payload)
+    event = models._event_hook(payload)
+    if default is not None and event.is_author is None:
+        event = attrs.evolve(event, is_author=default)
+    return event
+
+
+def _fast(cls: Any, payload: Any, default: Optional[bool]) -> Any:
+    from signalwire_conversation import models
+
+    decoder = models._generate(cls, tuple(payload))  # (not the bounded cache: fills up here)
+    return decoder(payload, default) if cls is ConversationMessageEvent else decoder(payload)
+
+
+def _wire_keys() -> "list[str]":
+    from signalwire_conversation import models
+
+    names = {a.name for a in attrs.fields(ConversationMessageEvent)}
+    return sorted(names | {alias for aliases in models._ALIASES.values() for alias in aliases})
+
+
+_any_value = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=4),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2), st.lists(st.integers(), max_size=2),
+)
+_any_payload = st.dictionaries(
+    st.one_of(st.sampled_from(_wire_keys() + ["other"]), st.text(max_size=3), st.integers(0, 2)),
+    _any_value, max_size=14,
+)
+
+
+def _sane_value(type_: str) -> Any:
+    return {
+        "Optional[str]": st.none() | st.text(max_size=4),
+        "Optional[float]": st.none() | st.integers() | st.floats(allow_nan=False),
+        "Optional[bool]": st.none() | st.booleans(),
+        "bool": st.booleans(),
+        "str": st.text(max_size=4),
+        "Mapping[str, Any]": st.none() | st.dictionaries(st.text(max_size=2), _any_value, max_size=2),
+    }[type_]
+
+
+@st.composite
+def _sane_payload(draw: Any) -> Dict[str, Any]:
+    from signalwire_conversation import models
+
+    # each field's type as written in the class, through the table the fast path read at import
+    type_of = {check: type_ for type_, check in models._CHECKS.items()}
+    checks = models._fast_checks[ConversationMessageEvent]
+    optional = {name: _sane_value(type_of[check]) for name, check in checks.items()}
+    for aliases in models._ALIASES.values():
+        for alias in aliases:
+            optional[alias] = _sane_value("Optional[str]")
+    optional["unknown_key"] = _any_value
+    payload = draw(st.fixed_dictionaries({}, optional=optional))
+    order = draw(st.permutations(list(payload)))
+    return {key: payload[key] for key in order}
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(_any_payload, st.sampled_from([None, True, False]))
+def test_the_fast_path_builds_what_the_converter_builds(payload: Dict[Any, Any], default: Optional[bool]) -> None:
+    for cls in (ConversationMessage, ConversationMessageEvent):
+        fast = _fast(cls, payload, default)
+        if fast is not None:
+            assert type(fast) is cls
+            assert _typed(fast) == _typed(_converter(cls, payload, default))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(_sane_payload(), st.sampled_from([None, True, False]))
+def test_the_fast_path_takes_every_well_typed_payload(payload: Dict[str, Any], default: Optional[bool]) -> None:
+    for cls in (ConversationMessage, ConversationMessageEvent):
+        fast = _fast(cls, payload, default)
+        assert fast is not None, payload
+        assert _typed(fast) == _typed(_converter(cls, payload, default))
+    # and the public decoders answer the same
+    assert _typed(decode_message(payload)) == _typed(_converter(ConversationMessage, payload, None))
+    assert _typed(ConversationMessage.from_dict(payload)) == _typed(decode_message(payload))
+    assert _typed(decode_event(payload, is_author=default)) == _typed(
+        _converter(ConversationMessageEvent, payload, default)
+    )
+
+
+def test_every_reader_of_a_timestamp_uses_the_one_threshold() -> None:
+    from signalwire_conversation import _timestamps
+    from signalwire_conversation.conversation import MAX_EPOCH_SECONDS, _check_time
+    from signalwire_conversation.realtime.delivery import ts_seconds
+
+    limit = _timestamps.MILLISECONDS_THRESHOLD
+    assert limit == 1e11 and MAX_EPOCH_SECONDS == limit
+    below, at = limit - 1, limit  # seconds (year 5138), then milliseconds (March 1973)
+    assert ts_seconds(below) == below and ts_seconds(at) == limit / 1000
+    assert timestamp_to_datetime(at) == dt.datetime.fromtimestamp(limit / 1000, tz=dt.timezone.utc)
+    assert _check_time(below, "since") == below and _check_time(at, "since") == limit / 1000

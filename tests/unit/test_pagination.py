@@ -62,7 +62,7 @@ def test_lazy_iteration_fetches_only_when_needed(client: Client, rsps: responses
 
 
 def test_next_link_absolute_is_followed_verbatim(client: Client, rsps: responses.RequestsMock) -> None:
-    # the space host (PROTOCOL.md §1.5), under the base URL's parent domain
+    # the space host (docs/protocol.md §1.5), under the base URL's parent domain
     other = "https://space.swire.io/api/fabric/messages?page_number=1&page_token=PA1"
     serve(rsps, {
         "": page_body([message(1, 10)], next_=other),
@@ -314,7 +314,7 @@ def test_link_to_another_origin_is_refused(client: Client, rsps: responses.Reque
 @pytest.mark.parametrize("link", [
     f"{URL}?p=2",                                           # the base URL's origin
     "https://fabric.swire.io:443/api/fabric/messages?p=2",  # the same, explicit port
-    "https://space.swire.io/api/fabric/messages?p=2",       # the space host (PROTOCOL.md §1.5)
+    "https://space.swire.io/api/fabric/messages?p=2",       # the space host (docs/protocol.md §1.5)
     "https://swire.io/api/fabric/messages?p=2",
     "/api/fabric/messages?p=2",                             # relative
 ])
@@ -336,3 +336,50 @@ def test_loopback_base_allows_its_exact_origin_only() -> None:
     assert not link_allowed(base, "https://127.0.0.1:8080/api/x")
     assert not link_allowed("https://fabric.swire.io", "https://[::1]/x")
     assert not link_allowed("https://signalwire.com", "https://evil.com/x")
+
+
+def test_len_and_bool_describe_this_page_only(client: Client, rsps: responses.RequestsMock) -> None:
+    serve(rsps, {
+        "": page_body([], next_=f"{URL}?p=2"),  # an empty page in the middle of a listing
+        "2": page_body([message(1, 30), message(2, 29)], next_=f"{URL}?p=3"),
+        "3": page_body([message(3, 28)]),
+    })
+    first = client.conversation.get_messages()
+    assert len(first) == 0 and not first and first.has_next
+    second = first.next_page()
+    assert second is not None
+    assert len(second) == 2 and bool(second) is True
+    assert len(rsps.calls) == 2  # len() and bool() fetch nothing
+    assert [m.id for m in first] == ["m1", "m2", "m3"]  # the listing goes on past the empty page
+
+
+def test_iterating_a_page_twice_fetches_the_later_pages_again(
+    client: Client, rsps: responses.RequestsMock
+) -> None:
+    serve(rsps, {
+        "": page_body([message(1, 30)], next_=f"{URL}?p=2"),
+        "2": page_body([message(2, 29)]),
+    })
+    page = client.conversation.get_messages()
+    assert len(rsps.calls) == 1
+    assert [m.id for m in page] == ["m1", "m2"]
+    assert len(rsps.calls) == 2
+    assert [m.id for m in page] == ["m1", "m2"]  # the same results ...
+    assert len(rsps.calls) == 3  # ... the second page asked for again, the first served from memory
+    assert [urlsplit(c.request.url).query for c in rsps.calls[1:]] == ["p=2", "p=2"]
+    # a limit budget is counted per iteration, not spent by the first one
+    limited = client.conversation.get_messages(limit=2)
+    assert [m.id for m in limited] == ["m1", "m2"]
+    assert [m.id for m in limited] == ["m1", "m2"]
+
+
+def test_a_page_is_read_only(client: Client, rsps: responses.RequestsMock) -> None:
+    import attrs
+
+    serve(rsps, {"": page_body([message(1, 30)])})
+    page = client.conversation.get_messages()
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        page.data = []  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        del page.links
+    assert [m.id for m in page] == ["m1"]

@@ -11,6 +11,7 @@ import itertools
 import random
 from typing import Any, Dict, List
 
+import attrs
 import pytest
 import responses
 from hypothesis import given, settings
@@ -78,22 +79,26 @@ def test_decode_messages_bad_items_raise_as_decode_message_does() -> None:
 
 def test_shape_cache_is_bounded() -> None:
     names = ["id", "ts", "text", "kind", "type", "subtype", "details"]
-    before = len(models._shape_cache)
+    before = len(models._message_shapes)
     items = []
     for order in itertools.islice(itertools.permutations(names), 200):
         item = {"group_id": "g", "from_fabric_address_id": "u"}
         item.update({k: WIRE[k] for k in order})
         items.append(item)
     same(items)
-    assert len(models._shape_cache) <= models._SHAPE_CACHE_MAX
-    assert len(models._shape_cache) >= min(before + 1, models._SHAPE_CACHE_MAX)
+    assert len(models._message_shapes) <= models._SHAPE_CACHE_MAX
+    assert len(models._message_shapes) >= min(before + 1, models._SHAPE_CACHE_MAX)
 
 
 _values = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.lists(st.integers(), max_size=2),
 )
-_keys = st.sampled_from(sorted(models._MESSAGE_NAMES_AND_ALIASES | {"other", "hidden"}))
+_keys = st.sampled_from(sorted(
+    {a.name for a in attrs.fields(models.ConversationMessage)}
+    | {alias for aliases in models._ALIASES.values() for alias in aliases}
+    | {"other", "hidden"}
+))
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
@@ -157,3 +162,13 @@ def test_a_page_of_mixed_items_decodes_like_one_by_one(client: Client, rsps: res
     got = list(client.conversation.get_messages())
     assert got == [decode_message(item) for item in items]
     assert got[1].extra == {"extra_key": 1}
+
+
+def test_a_payload_with_very_many_keys_goes_to_the_converter() -> None:
+    wide = dict(WIRE, **{f"k{i}": i for i in range(models._SHAPE_KEYS_MAX)})
+    before = len(models._message_shapes)
+    (message,) = decode_messages([wide])
+    assert message == decode_message(wide) == models._message_hook(wide)
+    assert message.extra == {f"k{i}": i for i in range(models._SHAPE_KEYS_MAX)}
+    assert tuple(wide) not in models._message_shapes  # no decoder generated for it
+    assert len(models._message_shapes) == before

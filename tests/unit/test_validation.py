@@ -11,7 +11,7 @@ import responses
 
 from signalwire_conversation import Client, ValidationError
 
-from .helpers import THEM, FakeListener
+from .helpers import BASE, THEM, FakeListener, add_join, add_me, body_of
 
 BAD_ADDRESS = [None, 123, "", "   ", b"addr", ["a"]]
 BAD_COUNT = [0, -1, 1.5, "10", True, False, [1]]
@@ -63,6 +63,7 @@ def test_text(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
 def test_limit(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
     check(rsps, lambda: client.conversation.get_messages(limit=bad), "limit")
     check(rsps, lambda: client.conversation.get_conversation_messages(THEM, limit=bad), "limit")
+    check(rsps, lambda: client.conversation.get_conversations(limit=bad), "limit")
 
 
 @pytest.mark.parametrize("bad", BAD_COUNT)
@@ -121,6 +122,34 @@ def test_naive_datetime_is_local_time(client: Client, rsps: responses.RequestsMo
 def test_metadata_and_details(client: Client, rsps: responses.RequestsMock, bad: Any) -> None:
     check(rsps, lambda: client.conversation.send_message(THEM, "hi", metadata=bad), "metadata")
     check(rsps, lambda: client.conversation.send_message(THEM, "hi", details=bad), "details")
+
+
+def _levels_of_dicts(n: int) -> "dict[str, Any]":
+    return _deep(n - 1)  # n dicts, the innermost empty
+
+
+def _levels_of_lists(n: int) -> "dict[str, Any]":
+    inner: Any = []
+    for _ in range(n - 2):
+        inner = [inner]
+    return {"a": inner}  # a dict around n - 1 lists
+
+
+@pytest.mark.parametrize("make", [_levels_of_dicts, _levels_of_lists], ids=["dicts", "lists"])
+def test_metadata_nesting_limit_is_explicit(client: Client, rsps: responses.RequestsMock, make: Any) -> None:
+    """MAX_JSON_DEPTH levels pass and one more is refused, whatever the recursion limit allows."""
+    from signalwire_conversation.conversation import MAX_JSON_DEPTH
+
+    too_deep = make(MAX_JSON_DEPTH + 1)
+    for name in ("metadata", "details"):
+        error = check(rsps, lambda: client.conversation.send_message(THEM, "hi", **{name: too_deep}), name)
+        assert str(error) == f"{name}: must not nest dicts and lists more than {MAX_JSON_DEPTH} levels deep"
+    add_me(rsps)
+    add_join(rsps)
+    rsps.post(f"{BASE}/api/fabric/messages", body="")
+    deepest = make(MAX_JSON_DEPTH)
+    client.conversation.send_message(THEM, "hi", metadata=deepest, details=deepest)
+    assert body_of(rsps.calls[-1])["metadata"] == deepest
 
 
 @pytest.mark.parametrize("bad", [0, -1, "5", True, None])

@@ -1,7 +1,8 @@
 """Settings of the example project: no database, one app (``chat``).
 
-The SignalWire settings are read by ``chat.signalwire.get_client()``. Leave them ``None`` to use
-the ``SIGNALWIRE_TOKEN`` / ``SIGNALWIRE_BASE_URL`` environment variables.
+The SignalWire settings are read by ``chat.signalwire``: the project credentials for the
+per-user clients, a token for the service client. Left ``None``, the ``SIGNALWIRE_*``
+environment variables of the same names apply.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ ROOT_URLCONF = "chatsite.urls"
 DATABASES: dict = {}
 USE_TZ = True
 
+SIGNALWIRE_PROJECT_ID = os.environ.get("SIGNALWIRE_PROJECT_ID")
+SIGNALWIRE_API_TOKEN = os.environ.get("SIGNALWIRE_API_TOKEN")  # a secret: keep it out of the code
+SIGNALWIRE_SPACE = os.environ.get("SIGNALWIRE_SPACE")  # example.signalwire.com
 SIGNALWIRE_TOKEN = os.environ.get("SIGNALWIRE_TOKEN")
 SIGNALWIRE_BASE_URL = os.environ.get("SIGNALWIRE_BASE_URL")
 
