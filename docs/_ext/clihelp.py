@@ -28,7 +28,10 @@ class CLIHelp(SphinxDirective):
             )
             parser = sub.choices[name]
         text = parser.format_help()
-        text = text.split("\nToken: ", 1)[0].rstrip() if name else text.rstrip()
+        if name:  # the shared epilog is shown once, with the top-level help
+            for epilog in ("\nToken: ", "\nThe project credentials come from"):
+                text = text.split(epilog, 1)[0]
+        text = text.rstrip()
         block = nodes.literal_block(text, text)
         block["language"] = "text"
         return [block]

@@ -126,8 +126,9 @@ def positive_seconds(value: str) -> float:
     return number
 
 
-def address(value: str) -> str:
-    """An argparse ``type``: an address id (surrounding whitespace dropped), not empty."""
+def identifier(value: str) -> str:
+    """An argparse ``type``: an address id or a reference (surrounding whitespace dropped), not
+    empty."""
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return value.strip()

@@ -3,7 +3,10 @@ they make (also used by the commands of optional subpackages: ``fanout``'s ``rel
 ``consume``).
 
 The token comes from ``--token-file PATH``, ``--token`` or ``$SIGNALWIRE_TOKEN``. ``--token``
-works but warns: a command line shows in ``ps`` and in the shell's history.
+works but warns: a command line shows in ``ps`` and in the shell's history. ``--subscriber
+REFERENCE`` instead mints (and renews) the token of that subscriber from the project
+credentials in the environment (``SIGNALWIRE_PROJECT_ID``, ``SIGNALWIRE_API_TOKEN``,
+``SIGNALWIRE_SPACE``).
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, TextIO, Tuple
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, SignalWireError
 from ._errors import PROG, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - imported lazily at run time
     from ..client import Client
+    from ..tokens import SubscriberTokens
 
-__all__ = ["add_connection_arguments", "token_from_args", "token_and_source", "client_from_args"]
+__all__ = ["add_connection_arguments", "token_from_args", "token_and_source", "client_from_args", "project_tokens"]
 
 ENV_TOKEN = "SIGNALWIRE_TOKEN"
+ENV_PROJECT_ID = "SIGNALWIRE_PROJECT_ID"
+ENV_API_TOKEN = "SIGNALWIRE_API_TOKEN"
+ENV_SPACE = "SIGNALWIRE_SPACE"
+PROJECT_ENV = f"{ENV_PROJECT_ID}, {ENV_API_TOKEN} and {ENV_SPACE}"
 ENV_BASE_URL = "SIGNALWIRE_BASE_URL"
 ENV_RELAY_URL = "SIGNALWIRE_RELAY_URL"
 
@@ -34,6 +42,9 @@ TOKEN_WARNING = (
 # The SDK's advice is written for Python callers; the command line gives its own flags.
 _PYTHON_TOKEN_HINT = re.compile(r"pass Client\(token=\.\.\.\).*?environment variable")
 _PYTHON_INSECURE_HINT = "pass allow_insecure=True"
+_PYTHON_CREDENTIALS_HINT = re.compile(r"pass SubscriberTokens\(.*?\) or set ")
+_MISSING_SETTING = re.compile(r"^no (project_id|api_token|space): ")
+_SETTING_ENV = {"project_id": ENV_PROJECT_ID, "api_token": ENV_API_TOKEN, "space": ENV_SPACE}
 
 
 def add_connection_arguments(
@@ -42,16 +53,25 @@ def add_connection_arguments(
     suppress_defaults: bool = False,
     token_help: str = f"subscriber access token (default: ${ENV_TOKEN}); prefer --token-file: "
     "a command line shows in ps and the shell history",
+    subscriber: bool = True,
 ) -> None:
     """``--token``, ``--token-file``, ``--base-url``, ``--relay-url`` and ``--allow-insecure``
     (read back by :func:`client_from_args`), on a parser or an argument group; also used by the
-    commands of optional subpackages.
+    commands of optional subpackages. ``subscriber=False`` leaves ``--subscriber`` out.
 
     ``suppress_defaults``: leave an option out of the namespace unless given (subcommands, so
     a value given before the command name is not overwritten).
     """
     default = argparse.SUPPRESS if suppress_defaults else None
     parser.add_argument("--token", default=default, metavar="TOKEN", help=token_help)
+    if subscriber:  # (relay has a repeatable --subscriber of its own)
+        parser.add_argument(
+            "--subscriber",
+            default=default,
+            metavar="REFERENCE",
+            help=f"act as the subscriber REFERENCE, with a token minted from the project credentials "
+            f"({PROJECT_ENV}) instead of a token of your own",
+        )
     parser.add_argument(
         "--token-file",
         default=default,
@@ -103,6 +123,8 @@ def token_and_source(
     path = getattr(args, "token_file", None)
     if token and path:
         raise UsageError("give the token once: --token-file or --token, not both")
+    if getattr(args, "subscriber", None) and (token or path):
+        raise UsageError("give --subscriber or a token (--token-file, --token), not both")
     if path:
         return _read_token_file(path), f"--token-file {path}"
     if token:
@@ -137,6 +159,12 @@ def _command_line_wording(
         f"check {token_source}: it must hold a subscriber access token (SAT)", message
     )
     message = message.replace(_PYTHON_INSECURE_HINT, "pass --allow-insecure")
+    missing = _MISSING_SETTING.match(message)
+    if missing:
+        message = f"--subscriber needs the project credentials: no {_SETTING_ENV[missing.group(1)]}; " + message[
+            missing.end():
+        ]
+    message = _PYTHON_CREDENTIALS_HINT.sub("set ", message)
     for name in ("base_url", "relay_url"):
         if message.startswith(f"{name} "):
             message = _url_source(name, args, env) + message[len(name):]
@@ -155,14 +183,15 @@ def client_from_args(
     them). No token: :class:`UsageError`; ``--token`` given: a warning on ``stderr``. The SDK's
     configuration errors are reworded for the command line (its flags, not Python arguments)."""
     env = os.environ if environ is None else environ
+    reference = getattr(args, "subscriber", None)
     found = token_and_source(args, environ=env)
-    if not found:
+    if not found and not reference:
         raise UsageError(
-            f"no token: pass --token-file PATH or set {ENV_TOKEN} to a subscriber access token "
+            f"no token: pass --token-file PATH or set {ENV_TOKEN} to a subscriber access token, or "
+            f"pass --subscriber REFERENCE with {PROJECT_ENV} set "
             f"(or try '{PROG} demo', which needs none)"
         )
-    token, source = found
-    if source == "--token":
+    if found and found[1] == "--token":
         err = sys.stderr if stderr is None else stderr
         err.write(TOKEN_WARNING + "\n")
         err.flush()
@@ -173,15 +202,38 @@ def client_from_args(
         options["timeout"] = args.timeout
     if getattr(args, "max_retries", None) is not None:
         options["max_retries"] = args.max_retries
+    hosts: Dict[str, Any] = {
+        "base_url": getattr(args, "base_url", None),
+        "relay_url": getattr(args, "relay_url", None),
+        "allow_insecure": bool(getattr(args, "allow_insecure", False)),
+    }
     if on_state_change is not None:
-        options["on_state_change"] = on_state_change
+        hosts["on_state_change"] = on_state_change
+    source = "--subscriber" if reference else found[1] if found else ENV_TOKEN
     try:
-        return Client(
-            token=token,
-            base_url=getattr(args, "base_url", None),
-            relay_url=getattr(args, "relay_url", None),
-            allow_insecure=bool(getattr(args, "allow_insecure", False)),
-            **options,
-        )
+        if reference:
+            return Client.for_subscriber(reference, tokens=project_tokens(args), **hosts, **options)
+        assert found is not None
+        return Client(token=found[0], **hosts, **options)
     except ConfigurationError as exc:
-        raise UsageError(_command_line_wording(str(exc), source, args, env)) from None
+        cause = exc.__cause__  # set when the token callable (--subscriber's) failed
+        if isinstance(cause, SignalWireError) and not isinstance(cause, ConfigurationError):
+            raise cause from None  # refused project credentials, an unreachable space...
+        message = str(cause) if isinstance(cause, ConfigurationError) else str(exc)
+        raise UsageError(_command_line_wording(message, source, args, env)) from None
+
+
+def project_tokens(args: argparse.Namespace) -> "SubscriberTokens":
+    """The :class:`~signalwire_conversation.SubscriberTokens` of the project credentials in
+    the environment, with the command's ``--timeout`` and ``--max-retries``."""
+    from ..tokens import SubscriberTokens
+
+    options: Dict[str, Any] = {}
+    if getattr(args, "timeout", None) is not None:
+        options["timeout"] = args.timeout
+    if getattr(args, "max_retries", None) is not None:
+        options["max_retries"] = args.max_retries
+    try:
+        return SubscriberTokens(**options)
+    except ConfigurationError as exc:
+        raise UsageError(_command_line_wording(str(exc), "--subscriber", args, os.environ)) from None

@@ -53,6 +53,7 @@ class UsageError(CLIError):
 # The SDK's parameter names, as the command line spells them (for its ValidationErrors).
 _OPTION_OF = {
     "address_id": "ADDRESS_ID",
+    "reference": "REFERENCE",
     "text": "TEXT",
     "metadata": "--metadata",
     "details": "--details",
@@ -69,6 +70,8 @@ def error_line(exc: BaseException) -> Tuple[str, int]:
     """The one line and exit code for an expected error."""
     if isinstance(exc, CLIError):
         return exc.message, exc.code
+    if isinstance(exc, AuthenticationError) and "project credentials" in exc.message:
+        return f"authentication failed: {exc}", EXIT_FAILURE  # it names what to check
     if isinstance(exc, AuthenticationError):
         return (
             f"authentication failed: {exc} (check the token of --token-file, --token or "

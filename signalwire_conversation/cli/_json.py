@@ -77,9 +77,9 @@ def event_json(event: Any) -> Dict[str, Any]:
     return _pick(event.to_dict(), EVENT_KEYS, time=iso_utc(event.datetime))
 
 
-def sent_json(sent: Any) -> Dict[str, Any]:
+def sent_json(sent: Any, user_name: Optional[str] = None) -> Dict[str, Any]:
     """What ``send`` sent: the message shape, from the server's answer (the fields it did not
-    return are ``null``)."""
+    return are ``null``) and the sender's ``user_name`` when known."""
     from ..errors import ResponseValidationError
     from ..models import ConversationMessage
 
@@ -92,6 +92,8 @@ def sent_json(sent: Any) -> Dict[str, Any]:
         value = getattr(sent, key, None)
         if value is not None:
             data[key] = value
+    if user_name is not None:
+        data["user_name"] = user_name
     return data
 
 

@@ -9,7 +9,7 @@ import sys
 from typing import Any, Callable, Dict, Optional, Sequence, TextIO
 
 from ..errors import SignalWireError
-from . import extras, rest, tail
+from . import extras, identity, rest, tail
 from ._errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -30,6 +30,7 @@ LOGGER_NAME = "signalwire_conversation"
 _COMMANDS: Dict[str, Callable[[argparse.Namespace, _Output], int]] = {
     **rest.COMMANDS,
     **tail.COMMANDS,
+    **identity.COMMANDS,
     **extras.COMMANDS,
 }
 

@@ -7,7 +7,7 @@ import argparse
 from typing import Any, Optional
 
 from .._version import __version__
-from . import extras, rest, tail
+from . import extras, identity, rest, tail
 from ._args import _Parser, non_negative_int, positive_seconds
 from ._client import add_connection_arguments
 from ._errors import PROG
@@ -17,7 +17,9 @@ __all__ = ["build_parser"]
 _EPILOG = """\
 Token: --token-file PATH or the SIGNALWIRE_TOKEN environment variable (a subscriber access
 token). --token TOKEN works too, with a warning: a command line shows in ps and in the shell's
-history. Hosts come from the token; --base-url / --relay-url (or SIGNALWIRE_BASE_URL /
+history. Or --subscriber REFERENCE: a token for that subscriber, minted from the project
+credentials in SIGNALWIRE_PROJECT_ID, SIGNALWIRE_API_TOKEN and SIGNALWIRE_SPACE (see the token
+command). Hosts come from the token; --base-url / --relay-url (or SIGNALWIRE_BASE_URL /
 SIGNALWIRE_RELAY_URL) override them, e.g. for the local emulator.
 
 Times (--since, --until): epoch seconds, ISO 8601 (2024-05-01T12:00:00Z; local time without
@@ -29,7 +31,7 @@ Exit status: 0 success, 1 the server or the network failed, 2 bad usage or confi
 """
 
 
-def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+def _add_common(parser: argparse.ArgumentParser, *, top: bool, connection: bool = True) -> None:
     """Options every API command takes, before or after the command name.
 
     On the subcommands their default is ``SUPPRESS`` so a value given before the command name
@@ -39,8 +41,9 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     def default(value: Any) -> Any:
         return value if top else argparse.SUPPRESS
 
-    group = parser.add_argument_group("connection and output")
-    add_connection_arguments(group, suppress_defaults=not top)
+    group = parser.add_argument_group("connection and output" if connection else "requests and output")
+    if connection:
+        add_connection_arguments(group, suppress_defaults=not top)
     group.add_argument(
         "--timeout",
         type=positive_seconds,
@@ -56,12 +59,13 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         metavar="N",
         help="retries after the first attempt of a failed request (default: the SDK's)",
     )
-    group.add_argument(
-        "--json",
-        action="store_true",
-        default=default(False),
-        help="print one JSON object per line instead of a table",
-    )
+    if connection:
+        group.add_argument(
+            "--json",
+            action="store_true",
+            default=default(False),
+            help="print one JSON object per line instead of a table",
+        )
     group.add_argument(
         "--debug",
         action="store_true",
@@ -84,17 +88,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def command(name: str, help_text: str, description: Optional[str] = None) -> argparse.ArgumentParser:
+    def command(
+        name: str,
+        help_text: str,
+        description: Optional[str] = None,
+        *,
+        connection: bool = True,
+        epilog: str = _EPILOG,
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=help_text,
             description=description or help_text[:1].upper() + help_text[1:] + ".",
-            epilog=_EPILOG,
+            epilog=epilog,
             )
-        _add_common(p, top=False)
+        _add_common(p, top=False, connection=connection)
         return p
 
     rest.add_commands(command)
     tail.add_commands(command)
+    identity.add_commands(command)
     extras.add_commands(command, sub)
     return parser

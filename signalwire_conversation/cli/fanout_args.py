@@ -25,7 +25,9 @@ DEFAULT_SEEN_TTL = 24 * 3600.0
 DEFAULT_FLEET = "default"
 
 
-def _add_connection(parser: argparse.ArgumentParser, *, token_help: Optional[str] = None) -> None:
+def _add_connection(
+    parser: argparse.ArgumentParser, *, token_help: Optional[str] = None, subscriber: bool = True
+) -> None:
     parser.add_argument(
         "--redis",
         default=os.environ.get(ENV_REDIS_URL),
@@ -35,9 +37,9 @@ def _add_connection(parser: argparse.ArgumentParser, *, token_help: Optional[str
     parser.add_argument("--stream", metavar="NAME", help="stream name (default: signalwire:conversation:{<own address id>})")
     group = parser.add_argument_group("SignalWire")
     if token_help is None:
-        add_connection_arguments(group)
+        add_connection_arguments(group, subscriber=subscriber)
     else:
-        add_connection_arguments(group, token_help=token_help)
+        add_connection_arguments(group, token_help=token_help, subscriber=subscriber)
     parser.add_argument(
         "--log-level",
         default="info",
@@ -53,7 +55,7 @@ def add_relay_arguments(parser: argparse.ArgumentParser) -> None:
         "several (same token, any machines): one is active, the others stand by and take over "
         "within about --lease-ttl seconds. SIGINT/SIGTERM stop it cleanly, releasing the lease."
     )
-    _add_connection(parser)
+    _add_connection(parser, subscriber=False)  # its own --subscriber is repeatable (a fleet)
     parser.add_argument(
         "--lease-ttl", type=positive_seconds, default=DEFAULT_LEASE_TTL, metavar="SECONDS",
         help=f"lease lifetime; a dead relay is replaced within about this long (default: {DEFAULT_LEASE_TTL:g})",

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Tuple
 
-from ._args import _json_object, address, non_empty, parse_time, positive_int
+from ._args import _json_object, identifier, non_empty, parse_time, positive_int
 from ._client import client_from_args
 from ..errors import NotFoundError, SignalWireError, UnprocessableEntityError
 from ._errors import EXIT_FAILURE, EXIT_OK, PROG, CLIError, UsageError
@@ -34,7 +34,7 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
         " or, without ADDRESS_ID, of every conversation. Newest first.",
     )
     p.add_argument(
-        "address_id", nargs="?", type=address, metavar="ADDRESS_ID", help="the other party's address"
+        "address_id", nargs="?", type=identifier, metavar="ADDRESS_ID", help="the other party's address"
     )
     p.add_argument("--limit", type=positive_int, metavar="N", help="show at most N messages")
     p.add_argument("--since", type=parse_time, metavar="T", help="only messages at or after T")
@@ -42,13 +42,13 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--page-size", type=positive_int, metavar="N", help="items per request")
 
     p = command("send", "send a text message to an address")
-    p.add_argument("address_id", type=address, metavar="ADDRESS_ID", help="the address to send to")
+    p.add_argument("address_id", type=identifier, metavar="ADDRESS_ID", help="the address to send to")
     p.add_argument("text", type=non_empty, metavar="TEXT", help="the message text")
     p.add_argument("--metadata", type=_json_object, metavar="JSON", help="a JSON object")
     p.add_argument("--details", type=_json_object, metavar="JSON", help="a JSON object")
 
     p = command("join", "join the conversation with an address and show its id and members")
-    p.add_argument("address_id", type=address, metavar="ADDRESS_ID", help="the other party's address")
+    p.add_argument("address_id", type=identifier, metavar="ADDRESS_ID", help="the other party's address")
 
 
 def cmd_whoami(args: argparse.Namespace, out: _Output) -> int:
@@ -128,8 +128,10 @@ def cmd_send(args: argparse.Namespace, out: _Output) -> int:
         sent = client.conversation.send_message(
             args.address_id, args.text, metadata=args.metadata, details=args.details
         )
+        # the sender's name, as messages and tail show it (cached; None when unknown)
+        name = client.names.name_of(sent.user_id) if out.as_json and client.names is not None else None
     if out.as_json:
-        out.json(sent_json(sent))
+        out.json(sent_json(sent, user_name=name))
     else:
         where = f" in conversation {sent.conversation_id}" if sent.conversation_id else ""
         out.line(f"sent message {sent.id or '(no id returned)'} to {args.address_id}{where}")

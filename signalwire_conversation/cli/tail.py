@@ -7,7 +7,7 @@ import queue
 from typing import TYPE_CHECKING, Any, Callable, Dict, NoReturn, Optional
 
 from ..errors import RealtimeError, ValidationError
-from ._args import address, positive_int
+from ._args import identifier, positive_int
 from ._client import client_from_args
 from ._connection import connection_line, host_port
 from ._cursor_file import CursorFile
@@ -30,7 +30,7 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
         "Print new messages live as they arrive over the websocket, until Ctrl+C (a clean exit)."
         " Messages missed during a network blip are recovered and printed in order.",
     )
-    p.add_argument("--address-id", type=address, metavar="A", help="only the conversation with address A")
+    p.add_argument("--address-id", type=identifier, metavar="A", help="only the conversation with address A")
     p.add_argument("-n", "--count", type=positive_int, metavar="N", help="exit after N messages")
     p.add_argument(
         "--cursor-file",

@@ -306,10 +306,10 @@ def run_relay_status(args: argparse.Namespace, *, stdout: Optional[TextIO] = Non
 def _consumer_stream(args: argparse.Namespace) -> str:
     if args.stream:
         return str(args.stream)
-    if token_from_args(args) is None:
+    if token_from_args(args) is None and not getattr(args, "subscriber", None):
         raise ConfigurationError(
-            "pass --stream NAME, or a token (--token-file, --token or SIGNALWIRE_TOKEN) to find the default "
-            "stream signalwire:conversation:{<own address id>}"
+            "pass --stream NAME, or a token (--token-file, --token, SIGNALWIRE_TOKEN or --subscriber) to "
+            "find the default stream signalwire:conversation:{<own address id>}"
         )
     client = client_from_args(args)
     try:

@@ -216,7 +216,8 @@ def test_no_token(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["conversations"], capsys)
     assert code == 2
     assert err == (
-        "error: no token: pass --token-file PATH or set SIGNALWIRE_TOKEN to a subscriber access token (or try "
+        "error: no token: pass --token-file PATH or set SIGNALWIRE_TOKEN to a subscriber access token, or pass "
+        "--subscriber REFERENCE with SIGNALWIRE_PROJECT_ID, SIGNALWIRE_API_TOKEN and SIGNALWIRE_SPACE set (or try "
         f"'{PROG} demo', which needs none)\n"
     )
 
@@ -343,7 +344,7 @@ def test_every_argument_has_help() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["", "whoami", "conversations", "messages", "send", "join", "tail", "demo", "relay", "relay-status", "consume"]
+    "command", ["", "whoami", "conversations", "messages", "send", "join", "tail", "token", "demo", "relay", "relay-status", "consume"]
 )
 def test_help_fits_80_columns(command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("COLUMNS", "80")

@@ -121,3 +121,15 @@ def test_a_relay_that_never_held_the_lease_does_not_release_it(
         assert relay.join(10)
     assert "release the lease" not in caplog.text, caplog.text
     assert "stopped" in caplog.text
+
+
+def test_consume_finds_its_stream_with_subscriber(signalwire_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--subscriber works for the fan-out commands too (here: the default stream name)."""
+    from signalwire_conversation.fanout.commands import _consumer_stream
+
+    alice = signalwire_emulator.add_subscriber("alice")
+    for name, value in signalwire_emulator.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SIGNALWIRE_TOKEN", raising=False)
+    args = consume_args(["--redis", "redis://127.0.0.1:1/0", "--group", "g", "--subscriber", "alice"])
+    assert _consumer_stream(args) == f"signalwire:conversation:{{{alice.address_id}}}"
