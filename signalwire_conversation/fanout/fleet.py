@@ -109,6 +109,19 @@ def live_records(client: Redis, keys: FleetKeys) -> List[Dict[str, Any]]:
     return out
 
 
+def _held(record: Dict[str, Any]) -> int:
+    held = record.get("held")
+    return len(held) if isinstance(held, dict) else 0
+
+
+def _running(record: Dict[str, Any]) -> int:
+    """The subscribers a relay runs that have not stopped for good (so could take a lease)."""
+    try:
+        return int(record.get("subscribers") or 0) - int(record.get("stopped") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 class Fleet:
     """Run the relays of many subscribers in one process, sharing them with the other
     processes of the fleet ``name`` (any machines, one Redis).
@@ -173,6 +186,7 @@ class Fleet:
         self._held_cache = 0
         self._held_at = 0.0
         self._handing = 0
+        self._hungry = False  # another live relay holds fewer than its share and can take more
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.relays: List[Relay] = [
@@ -222,6 +236,8 @@ class Fleet:
             self._held_cache += 1
 
     def should_hand_over(self) -> bool:
+        if not self._hungry:  # nobody to hand it to: keep it (it may be slack nobody else took)
+            return False
         held = self.held()
         with self._count_lock:
             if held - self._handing > self.share:
@@ -382,10 +398,14 @@ class Fleet:
         records = live_records(self.redis, self.keys)
         live = max(1, len(records) + (0 if any(r["id"] == self.id for r in records) else 1))
         total = max([len(self.relays)] + [int(r.get("subscribers") or 0) for r in records])
+        share = fair_share(total, live)
+        # Hand leases over only to a relay that can take them: under its share, with running
+        # subscribers to spare (not one whose relays stopped for good).
+        hungry = any(_held(r) < min(share, _running(r)) for r in records if r["id"] != self.id)
         if live != self.live_relays or total != self._total:
             logger.info("fleet %r: %d live relay(s), %d subscriber(s): share %d",
-                        self.keys.name, live, total, fair_share(total, live))
-        self.live_relays, self._total = live, total
+                        self.keys.name, live, total, share)
+        self.live_relays, self._total, self._hungry = live, total, hungry
 
     def __repr__(self) -> str:
         return f"Fleet(id={self.id!r}, subscribers={len(self.relays)}, held={self.held()}, share={self.share})"

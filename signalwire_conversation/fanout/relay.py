@@ -558,7 +558,14 @@ class Relay:
             if now - self._free_since < SLACK_GRACE:
                 return False
         with gate.lock:
-            if gate.may_take() is False:
+            now_verdict = gate.may_take()
+            if now_verdict is False:
+                return False
+            if now_verdict is None and verdict is True:
+                # Others of this process took the share meanwhile: this one is slack now, and
+                # slack waits until the lease has been free SLACK_GRACE seconds.
+                self._slack_only = True
+                self._free_since = now
                 return False
             if not lease.acquire():
                 return False

@@ -151,13 +151,14 @@ def test_a_refused_token_stops_its_relay_only(emu: Any, r: Any, redis_server: An
 
 @pytest.mark.parametrize("slack", [0, 2])
 def test_share_then_slack_for_leases_nobody_else_takes(emu: Any, r: Any, redis_server: Any, slack: int) -> None:
-    """A live relay that takes nothing (a ghost record: as one that just died): the share is
-    ceil(4 / 2) = 2; the other two leases are taken only as slack, after SLACK_GRACE."""
+    """A live relay at its share that takes no more (a ghost record, as a relay whose
+    subscribers' relays are busy): the share is ceil(4 / 2) = 2; the other two leases are taken
+    only as slack, after SLACK_GRACE, and kept (nobody under their share to hand them to)."""
     from signalwire_conversation.fanout.relay import SLACK_GRACE
 
     keys = FleetKeys(f"slack{slack}")
     now_ms = int(r.time()[0]) * 1000
-    r.set(keys.record("ghost:1:x"), '{"subscribers": 4, "streams": [], "held": {}}', px=60_000)
+    r.set(keys.record("ghost:1:x"), '{"subscribers": 4, "streams": [], "held": {"x": 0, "y": 0}}', px=60_000)
     r.zadd(keys.relays, {"ghost:1:x": now_ms + 60_000})
     agents = [emu.add_subscriber(f"s{slack}-{i}") for i in range(4)]
     clients = [Client(token=a.token, base_url=emu.base_url, resolve_names=False) for a in agents]
@@ -169,6 +170,9 @@ def test_share_then_slack_for_leases_nobody_else_takes(emu: Any, r: Any, redis_s
         if slack:
             wait_until(lambda: fleet.held() == 4, 10, "the slack")
             assert time.monotonic() - took_share >= SLACK_GRACE - 0.5
+            handovers = sum(relay.handovers for relay in fleet.relays)
+            time.sleep(SLACK_GRACE + 1.0)  # a span in which nothing may happen: no event to wait for
+            assert fleet.held() == 4 and sum(relay.handovers for relay in fleet.relays) == handovers == 0
         else:
             time.sleep(SLACK_GRACE + 1.0)  # a span in which nothing may happen: no event to wait for
             assert fleet.held() == 2
@@ -176,3 +180,15 @@ def test_share_then_slack_for_leases_nobody_else_takes(emu: Any, r: Any, redis_s
         fleet.stop()
         for client in clients:
             client.close()
+
+
+def test_relay_takes_subscriber_repeatedly() -> None:
+    import argparse
+
+    from signalwire_conversation.cli.fanout_args import add_relay_arguments
+
+    parser = argparse.ArgumentParser()
+    add_relay_arguments(parser)
+    args = parser.parse_args(["--subscriber", "a", "--subscriber", "b", "--tokens-file", "t"])
+    assert args.subscriber == ["a", "b"] and args.tokens_file == "t" and args.fleet == "default"
+    assert parser.parse_args([]).subscriber == []
