@@ -12,9 +12,10 @@ leases a process takes:
   fewer than its share, and up to ``slack`` more only for a lease that stayed free for
   ``SLACK_GRACE`` seconds (nobody under their share wanted it: the share was counted with a
   process that just died);
-* a process holding more than its share hands leases over one by one: it appends what it
-  buffered, stops and releases; a process under its share takes the lease and gap-fills from
-  the checkpoint. A live lease is never taken (``SET NX`` only).
+* while another live process holds fewer than its share (and has subscribers to spare), a
+  process holding more than its share hands leases over one by one: it appends what it
+  buffered, stops and releases; the process under its share takes the lease and gap-fills
+  from the checkpoint. A live lease is never taken (``SET NX`` only).
 
 A process that dies stops renewing its leases and its record: after the lease TTL the others
 take its subscribers (their share has grown by then: its record expires after
