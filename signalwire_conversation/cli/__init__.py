@@ -3,26 +3,32 @@
 ::
 
     signalwire-conversation demo                      # a tour against a local emulator
-    signalwire-conversation conversations             # needs SIGNALWIRE_TOKEN or --token
+    signalwire-conversation conversations             # SIGNALWIRE_TOKEN or --token-file PATH
     signalwire-conversation messages ADDRESS_ID --limit 20 --since 2h
     signalwire-conversation send ADDRESS_ID "hello"
-    signalwire-conversation tail                      # live messages until Ctrl+C
+    signalwire-conversation tail --cursor-file PATH   # live messages until Ctrl+C, resumable
+    signalwire-conversation whoami --subscriber alice # as a subscriber of your project
+    signalwire-conversation token alice               # a fresh token, from project credentials
 
-Human output is an aligned table with local times; ``--json`` prints one JSON object per line
-for scripts (and nothing else on stdout). Expected failures print one ``error: ...`` line on
-stderr and exit non-zero: 1 when the server or the network failed, 2 for a bad argument or
-configuration, 130 when interrupted. ``--debug`` shows the SDK's logs (tokens redacted) and the
-traceback of an unexpected error.
+Human output is an aligned table with local times (with their UTC offset); ``--json`` prints
+one JSON object per line for scripts, one documented shape per model (and nothing else on
+stdout). Expected failures print one ``error: ...`` line on stderr, in the command line's own
+words, and exit non-zero: 1 when the server or the network failed, 2 for a bad argument or
+configuration, 130 when interrupted. ``--debug`` shows the SDK's log (requests and responses
+with the start of their bodies, tokens redacted) and the traceback of an unexpected error.
 
 The commands that need an optional extra (``emulator``, ``relay``, ``consume``, ``demo``) import
 it only when they run, so ``--help`` and the plain API commands stay light.
 
-The package has a module per job: :mod:`._args` (argument types), :mod:`._client` (the connection options and the
-``Client`` they make), :mod:`._connection` (a failed connection in one line),
-:mod:`._parser` (the parser), :mod:`._output` (tables, JSON lines, progress),
-:mod:`._errors` (exit codes and error lines), :mod:`.rest` (``whoami``, ``conversations``,
-``messages``, ``send``, ``join``), :mod:`.tail`, :mod:`.extras` (``demo`` and the commands of
-optional subpackages) and :mod:`._main` (the entry point).
+The package has a module per job: :mod:`._args` (the parser class and argument types),
+:mod:`._client` (the connection options and the ``Client`` they make), :mod:`._connection` (a
+failed connection in one line), :mod:`._errors` (exit codes and error lines), :mod:`._json`
+(the ``--json`` shapes), :mod:`._output` (tables, progress, notes), :mod:`._parser` (the
+parser), :mod:`._cursor_file` (``tail --cursor-file``), :mod:`.rest` (``whoami``,
+``conversations``, ``messages``, ``send``, ``join``), :mod:`.tail`, :mod:`.identity`
+(``token``), :mod:`.extras` (``demo`` and the commands of optional subpackages),
+:mod:`.fanout_args` (the arguments of ``relay`` and ``consume``) and :mod:`._main` (the entry
+point).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ and names the first cause it recognises.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from typing import Iterator, List, Optional, Tuple
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 
 from ..errors import APIConnectionError, APITimeoutError
 
-__all__ = ["connection_line", "host_port"]
+__all__ = ["connection_line", "listener_failure_line", "host_port"]
 
 #: OpenSSL's reasons for a handshake that met something other than TLS (a plain-HTTP port).
 _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL", "HTTP_REQUEST")
@@ -115,6 +116,23 @@ def _tls_hint(scheme: str) -> Optional[str]:
         plain = "ws" if scheme == "wss" else "http"
         return f"if the server does not use TLS (the local emulator does not), use {plain}://"
     return None
+
+
+# The listener's own words for a websocket certificate failure (fatal: never retried).
+_WS_CERTIFICATE = re.compile(r"^TLS certificate verification failed for \S+: (?P<reason>.*?)\. The websocket")
+
+
+def listener_failure_line(error: BaseException, relay_url: Optional[str]) -> str:
+    """One line for the fatal error that stopped the realtime listener before it connected."""
+    certificate = _WS_CERTIFICATE.match(str(error))
+    if certificate:
+        return (
+            f"cannot connect to {host_port(relay_url)} (TLS certificate not trusted: "
+            f"{certificate.group('reason')}); {_CA_HINT}"
+        )
+    if any(isinstance(cause, OSError) for cause in _chain(error)):
+        return connection_line(error, relay_url)
+    return f"cannot open the live connection to {host_port(relay_url)}: {error}"
 
 
 def connection_line(exc: BaseException, url: Optional[str] = None) -> str:

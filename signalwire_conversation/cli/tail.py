@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, NoReturn, Optional
 from ..errors import RealtimeError, ValidationError
 from ._args import identifier, positive_int
 from ._client import client_from_args
-from ._connection import connection_line, host_port
+from ._connection import connection_line, host_port, listener_failure_line
 from ._cursor_file import CursorFile
 from ._errors import EXIT_OK, CLIError, UsageError
 from ._json import event_json
@@ -80,6 +80,9 @@ def _subscribe(client: "Client", args: argparse.Namespace, after: Optional[str] 
         message = str(exc).split(": ", 1)[-1]
         raise UsageError(f"--cursor-file {args.cursor_file} does not hold a cursor: {message}") from None
     except RealtimeError:
+        fatal = client.listener_error
+        if fatal is not None:  # not retried (an untrusted certificate, say)
+            raise CLIError(listener_failure_line(fatal, client.relay_url)) from None
         cause = _last_connect_error(client)
         if cause is not None:
             raise CLIError(connection_line(cause, client.relay_url)) from None

@@ -438,3 +438,20 @@ def test_json_nested_too_deeply_is_one_short_line(token: str, capsys: pytest.Cap
     assert code == 2
     assert err.startswith("error: argument --details: nested too deeply: '{\"a\": [[[[") and err.count("\n") == 1
     assert len(err) < 200
+
+
+@needs_emulator
+def test_tail_with_an_untrusted_certificate(
+    tls_world: Tuple[Any, Any, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The websocket's certificate failure is fatal at once (not retried), and said the same way."""
+    emu, alice, bundle = tls_world
+    monkeypatch.setenv("SIGNALWIRE_TOKEN", alice.token)
+    port = emu.relay_url.rsplit(":", 1)[1]
+    code, out, err = run(["tail", "--base-url", emu.base_url, "--timeout", "10"], capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"error: cannot connect to 127.0.0.1:{port} (TLS certificate not trusted: unable to get local issuer "
+        "certificate); if your network inspects TLS, point REQUESTS_CA_BUNDLE at its CA certificate; for a "
+        "local test server, pass its certificate the same way\n"
+    )
