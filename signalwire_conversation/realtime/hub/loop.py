@@ -109,12 +109,14 @@ class Loop:
                 for key, mask in select(0 if calls else _MAX_WAIT):
                     handler = key.data
                     if handler is None:
-                        self._woken = False
                         try:
                             while wake_r.recv(4096):
                                 pass
                         except OSError:
                             pass
+                        # after the drain: a caller that saw True before this has its call
+                        # run below (it appended first); one that sees False sends a new byte
+                        self._woken = False
                         continue
                     try:
                         if mask & WRITE:
