@@ -29,9 +29,12 @@ from ..connection import (
     ConnectionLost,
     ConnectRefused,
     _certificate_error,
+    _encode,
     _Pending,
     is_auth_refusal,
     mask_frame,
+    parse_frame,
+    ping_reply,
     tls_context,
 )
 from ..core import Fatal
@@ -48,6 +51,13 @@ __all__ = ["Session"]
 logger = get_logger("signalwire_conversation.realtime")
 
 _READ_SIZE = 65536
+#: a text frame containing this may be a server ping (answered without the batch machinery)
+_PING_MARK = b'"signalwire.ping"'
+#: dead-link checks and token refreshes fire on whole seconds (one wake-up for every link
+#: due in that second; a dead link is found at most this much later than ``ping_timeout``)
+_WATCH_SLACK = 1.0
+#: handshake deadlines, on tenths of a second
+_DEADLINE_SLACK = 0.1
 
 
 class Phase(enum.Enum):
@@ -193,7 +203,7 @@ class Session:
                 self._attempt_failed(ConnectionLost(message))
 
         self._timer = self.hub._timers.call_later(
-            self.listener.connect_timeout, lambda: loop.call_soon_threadsafe(expired)
+            self.listener.connect_timeout, lambda: loop.call_soon_threadsafe(expired), slack=_DEADLINE_SLACK
         )
 
     # -- socket events ----------------------------------------------------------------------
@@ -238,6 +248,7 @@ class Session:
         chunks: List[bytes] = []
         eof = False
         error: Optional[BaseException] = None
+        data = b""
         while True:
             try:
                 data = sock.recv(_READ_SIZE)
@@ -249,12 +260,16 @@ class Session:
             if not data:
                 eof = True
                 break
+            if len(data) < _READ_SIZE and not self._secure and not chunks:
+                break  # the common case: one read had it all (plain sockets)
             chunks.append(data)
-            if len(data) < _READ_SIZE and not self._secure:
-                break
+            data = b""
         if chunks:
+            if data:
+                chunks.append(data)
+            data = b"".join(chunks)
+        if data:
             self.last_frame_at = time.monotonic()
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             try:
                 self._received(data)
             except FramingError as exc:
@@ -322,6 +337,8 @@ class Session:
         batch: List[bytes] = []
         for opcode, payload in frames.feed(data):
             if opcode == OP_TEXT or opcode == 0x2:
+                if _PING_MARK in payload and self._answer_ping(payload):
+                    continue
                 batch.append(payload)
             elif opcode == OP_PING:
                 self._out.append(mask_frame(payload, self.hub._mask_key(), OP_PONG))
@@ -331,6 +348,30 @@ class Session:
                 raise ConnectionLost("the server closed the websocket")
         if batch:
             self._handle(batch)
+
+    def _answer_ping(self, payload: bytes) -> bool:
+        """The server's ping, answered here (most of what an idle link reads): the same
+        answer as :class:`Connection` gives, without its batch machinery. ``False`` when the
+        frame is not a ping after all (it then goes the usual way)."""
+        conn = self.conn
+        if conn is None or self.phase is not Phase.LIVE:
+            return False
+        frame = parse_frame(payload)
+        if frame is None or frame.get("method") != "signalwire.ping":
+            return False
+        params = frame.get("params")
+        reply = _encode(ping_reply(frame.get("id"), params))
+        self._out.append(mask_frame(reply.encode("utf-8"), self.hub._mask_key()))
+        stamp = params.get("timestamp") if type(params) is dict else None
+        if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+            conn.server_time = (float(stamp), self.last_frame_at)
+            listener = self.listener
+            first = listener._server_clock is None
+            listener._server_clock = conn.server_time
+            if first and listener._expires_at is not None:
+                listener._token_lifetime = max(0.0, listener._expires_at - listener._server_now())
+                self._schedule_refresh()
+        return True
 
     def _handle(self, batch: List[bytes]) -> None:
         conn = self.conn
@@ -436,7 +477,9 @@ class Session:
 
     def _arm_watch(self, delay: float) -> None:
         loop = self.hub._loop
-        self._watch = self.hub._timers.call_later(delay, lambda: loop.call_soon_threadsafe(self._check_alive))
+        self._watch = self.hub._timers.call_later(
+            delay, lambda: loop.call_soon_threadsafe(self._check_alive), slack=_WATCH_SLACK
+        )
 
     def _check_alive(self) -> None:
         self._watch = None
@@ -465,7 +508,9 @@ class Session:
             return
         delay = min(60.0, max(0.0, due - listener._server_now(), listener._last_refresh_at + 1.0 - time.time()))
         pool = self.hub._pool
-        self._refresh = self.hub._timers.call_later(delay, lambda: pool.submit(("refresh", self), self._refresh_on_worker))
+        self._refresh = self.hub._timers.call_later(
+            delay, lambda: pool.submit(("refresh", self), self._refresh_on_worker), slack=_WATCH_SLACK
+        )
 
     def _refresh_on_worker(self) -> None:
         # (a worker) the token callable and the answer to signalwire.reauthenticate

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 import time
 from typing import Any, Callable, List, Optional
@@ -56,10 +57,15 @@ class Timers:
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
 
-    def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
-        """Call ``fn`` on the timer thread in ``delay`` seconds."""
+    def call_later(self, delay: float, fn: Callable[[], Any], *, slack: float = 0.0) -> TimerHandle:
+        """Call ``fn`` on the timer thread in ``delay`` seconds (up to ``slack`` later: the
+        deadline is rounded up to a multiple of ``slack``, so that the many entries of a kind,
+        the dead-link checks of thousands of links, fire together in one wake-up)."""
+        when = time.monotonic() + max(0.0, delay)
+        if slack > 0:
+            when = math.ceil(when / slack) * slack
         with self._cond:
-            handle = TimerHandle(time.monotonic() + max(0.0, delay), next(self._seq), fn, self)
+            handle = TimerHandle(when, next(self._seq), fn, self)
             if self._stopping:
                 handle.fn = None
                 return handle
