@@ -175,3 +175,25 @@ def test_client_hub_argument_is_checked(emu: Emulator) -> None:
         Client(emu.add_subscriber("h").token, base_url=emu.base_url, relay_url=emu.relay_url, hub=hub)
     with pytest.raises(ValidationError, match="workers"):
         RealtimeHub(workers=0)
+
+
+def test_a_silent_link_is_found_dead_and_replaced_and_the_gap_filled(
+    emu: Emulator, make_clients: Callable[..., List[Client]]
+) -> None:
+    quiet, other, sender = emu.add_subscriber("quiet"), emu.add_subscriber("other"), emu.add_subscriber("s")
+    clients = make_clients([quiet, other], listener_options={"ping_timeout": 1.0, "backoff_initial": 0.05,
+                                                             "backoff_max": 0.2})
+    got: List[List[str]] = [[], []]
+    subscribe_all(clients, [_collector(g) for g in got])
+    emu.ping_interval = 0.2
+    try:
+        assert emu.stop_pinging(quiet, half_open=True) >= 1
+        emu.send_message(sender, quiet.address_id, "while deaf")  # not pushed: the link is half open
+        wait_until(lambda: clients[0].stats["dead_links"] >= 1, WAIT, "the dead link found")
+        emu.start_pinging()
+        wait_until(lambda: got[0] == ["while deaf"], WAIT, "the gap filled after the reconnect")
+        emu.send_message(sender, other.address_id, "x")
+        wait_until(lambda: got[1] == ["x"], WAIT, "the other client untouched")
+        assert clients[1].stats["dead_links"] == 0 and clients[1].stats["connects"] == 1
+    finally:
+        emu.ping_interval = None

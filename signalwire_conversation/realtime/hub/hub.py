@@ -24,6 +24,9 @@ __all__ = ["RealtimeHub"]
 logger = get_logger("signalwire_conversation.realtime")
 
 _MASK_POOL_BYTES = 4096
+#: how often every live link's silence is checked: a dead link is found at most this long
+#: after ``ping_timeout`` (one pass over the live links, not a timer per link)
+SWEEP_SECONDS = 2.0
 
 
 class RealtimeHub:
@@ -77,6 +80,8 @@ class RealtimeHub:
         self._slot_waiters: "Deque[Session]" = collections.deque()
         self._mask_keys = b""
         self._mask_pos = 0
+        self._live: "Set[Session]" = set()
+        self._sweeping = False
         self._pid = os.getpid()
 
     # -- public -----------------------------------------------------------------------------
@@ -175,6 +180,30 @@ class RealtimeHub:
 
     def _forget_slot_waiter(self, session: "Session") -> None:
         """(Waiters that closed are skipped when their turn comes.)"""
+
+    def _watch(self, session: "Session") -> None:
+        self._live.add(session)
+        if not self._sweeping:
+            self._sweeping = True
+            self._next_sweep()
+
+    def _unwatch(self, session: "Session") -> None:
+        self._live.discard(session)
+
+    def _next_sweep(self) -> None:
+        loop = self._loop
+        self._timers.call_later(SWEEP_SECONDS, lambda: loop.call_soon_threadsafe(self._sweep))
+
+    def _sweep(self) -> None:
+        """Every live link's silence against its ``ping_timeout``; the dead ones replaced."""
+        now = time.monotonic()
+        dead = [(s, silent) for s in self._live for silent in (s.dead_for(now),) if silent is not None]
+        for session, silent in dead:
+            session.declare_dead(silent)
+        if self._live:
+            self._next_sweep()
+        else:
+            self._sweeping = False
 
     def _mask_key(self) -> bytes:
         pos = self._mask_pos

@@ -53,8 +53,7 @@ logger = get_logger("signalwire_conversation.realtime")
 _READ_SIZE = 65536
 #: a text frame containing this may be a server ping (answered without the batch machinery)
 _PING_MARK = b'"signalwire.ping"'
-#: dead-link checks and token refreshes fire on whole seconds (one wake-up for every link
-#: due in that second; a dead link is found at most this much later than ``ping_timeout``)
+#: token refreshes fire on whole seconds (one wake-up for every link due in that second)
 _WATCH_SLACK = 1.0
 #: handshake deadlines, on tenths of a second
 _DEADLINE_SLACK = 0.1
@@ -76,7 +75,7 @@ class Session:
 
     __slots__ = (
         "hub", "listener", "phase", "_sock", "_out", "_writing", "_inbuf", "_frames", "conn",
-        "_key", "_timer", "_watch", "_failures", "_resume", "_token", "_params", "_pending",
+        "_key", "_timer", "_failures", "_resume", "_token", "_params", "_pending",
         "_slot", "_url", "_host", "_port", "_path", "_secure", "last_frame_at", "_live_once",
         "_refresh", "_close_sent", "_tls_context",
     )
@@ -93,7 +92,6 @@ class Session:
         self.conn: Optional[Connection] = None
         self._key = ""
         self._timer: Optional[TimerHandle] = None
-        self._watch: Optional[TimerHandle] = None
         self._refresh: Optional[TimerHandle] = None
         self._failures = 0
         self._resume = False
@@ -476,25 +474,21 @@ class Session:
     # -- liveness and token refresh ---------------------------------------------------------
 
     def _arm_watch(self, delay: float) -> None:
-        loop = self.hub._loop
-        self._watch = self.hub._timers.call_later(
-            delay, lambda: loop.call_soon_threadsafe(self._check_alive), slack=_WATCH_SLACK
-        )
+        self.hub._watch(self)  # the hub's sweep checks every live link (hub._sweep)
 
-    def _check_alive(self) -> None:
-        self._watch = None
+    def dead_for(self, now: float) -> "float | None":
+        """(the sweep) How long this live link has been silent, when over ``ping_timeout``."""
+        silent = now - self.last_frame_at
+        return silent if silent >= self.listener.ping_timeout else None
+
+    def declare_dead(self, silent: float) -> None:
         if self.phase is not Phase.LIVE:
             return
-        timeout = self.listener.ping_timeout
-        silent = time.monotonic() - self.last_frame_at
-        if silent >= timeout:
-            self.listener.stats["dead_links"] += 1
-            logger.warning(
-                "no frame from the relay for %.1fs (not even a ping): the link is dead; reconnecting", silent
-            )
-            self._lost(ConnectionLost(f"no frame for {silent:.1f}s"))
-            return
-        self._arm_watch(timeout - silent)
+        self.listener.stats["dead_links"] += 1
+        logger.warning(
+            "no frame from the relay for %.1fs (not even a ping): the link is dead; reconnecting", silent
+        )
+        self._lost(ConnectionLost(f"no frame for {silent:.1f}s"))
 
     def _schedule_refresh(self) -> None:
         listener = self.listener
@@ -612,9 +606,7 @@ class Session:
     def _teardown(self) -> None:
         """Close the socket and every timer of this link; give back the handshake slot."""
         self._cancel_timer()
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        self.hub._unwatch(self)
         if self._refresh is not None:
             self._refresh.cancel()
             self._refresh = None
