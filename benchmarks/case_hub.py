@@ -231,11 +231,12 @@ def measure(n: int, idle: float, rate: float, bare: bool) -> Dict[str, Any]:
 
 def run_hub(size: Size) -> CaseResult:
     result = CaseResult("hub", "many subscribers on one RealtimeHub")
-    small = 2000 if size.repeats > 1 or os.environ.get("HUB_FULL") else 200
-    idle = IDLE_SECONDS if small == 2000 else 5.0
+    small = 2000 if size.name == "full" else 100
+    idle = IDLE_SECONDS if small == 2000 else 2.0
     figures = measure(small, idle, 0.0, bare=True)
     sdk, bare = figures["sdk"], figures["bare"]
-    result.rows.append(Row(f"SDK threads, {small:,} clients", "threads", sdk["threads"], op="<=", bound=8, compare="value"))
+    result.rows.append(Row(f"SDK threads, {small:,} clients", "threads", sdk["threads"], op="<=", bound=8,
+                           compare="value"))
     result.rows.append(Row("RSS per subscriber above baseline", "KB", sdk["rss_kb"] / small, op="<=", bound=30, compare="value"))
     result.rows.append(Row("idle CPU vs bare socket loop (same sockets, same server)", "core", sdk["idle_cpu"],
                            bare["idle_cpu"], op="<=", bound=2.0, reference="bare loop"))

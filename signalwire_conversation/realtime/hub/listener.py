@@ -161,8 +161,11 @@ class HubListener(Listener):
             queue.close(discard=True)
         finally:
             self._drain_thread = 0
+        session = self._session
         if self._overflowed:
-            self._hub._loop.call_soon_threadsafe(self._session.check_overflow)
+            self._hub._loop.call_soon_threadsafe(session.check_overflow)
+        if session.paused and queue.qsize() <= self._queue_size // 4:
+            self._hub._loop.call_soon_threadsafe(session.resume)
         more, closed = queue.settle()
         if more:
             self._hub._pool.submit(self, self._drain)

@@ -81,12 +81,20 @@ class Loop:
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
         self._selector.register(sock, events, handler)
 
-    def set_writing(self, sock: socket.socket, handler: Handler, write: bool) -> None:
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
+    def set_writing(self, sock: socket.socket, handler: Handler, write: bool, *, read: bool = True) -> None:
+        """Watch ``sock`` for reading (unless ``read`` is false: paused) and, while output
+        waits, for writing."""
+        events = (selectors.EVENT_READ if read else 0) | (selectors.EVENT_WRITE if write else 0)
         try:
-            self._selector.modify(sock, events, handler)
+            if events:
+                try:
+                    self._selector.modify(sock, events, handler)
+                except KeyError:
+                    self._selector.register(sock, events, handler)
+            else:
+                self._selector.unregister(sock)
         except (KeyError, ValueError, OSError):
-            pass  # not registered any more (closed meanwhile)
+            pass  # closed meanwhile
 
     def unregister(self, sock: socket.socket) -> None:
         try:

@@ -55,6 +55,10 @@ _READ_SIZE = 65536
 _PING_MARK = b'"signalwire.ping"'
 #: token refreshes fire on whole seconds (one wake-up for every link due in that second)
 _WATCH_SLACK = 1.0
+#: the most reads from one socket per turn of the loop
+_MAX_READS = 4
+#: the longest a burst pauses the reading of one client's socket (seconds)
+_MAX_PAUSE = 1.0
 #: handshake deadlines, on tenths of a second
 _DEADLINE_SLACK = 0.1
 
@@ -77,7 +81,7 @@ class Session:
         "hub", "listener", "phase", "_sock", "_out", "_writing", "_inbuf", "_frames", "conn",
         "_key", "_timer", "_failures", "_resume", "_token", "_params", "_pending",
         "_slot", "_url", "_host", "_port", "_path", "_secure", "last_frame_at", "_live_once",
-        "_refresh", "_close_sent", "_tls_context",
+        "_refresh", "_close_sent", "_tls_context", "_paused", "_pause_timer",
     )
 
     def __init__(self, hub: "RealtimeHub", listener: "HubListener") -> None:
@@ -103,6 +107,8 @@ class Session:
         self._close_sent = False
         self.last_frame_at = 0.0
         self._tls_context: Optional[ssl.SSLContext] = None
+        self._paused = False
+        self._pause_timer: Optional[TimerHandle] = None
         parts = urlsplit(listener.relay_url)
         self._secure = parts.scheme.lower() == "wss"
         self._host = parts.hostname or ""
@@ -262,6 +268,12 @@ class Session:
                 break  # the common case: one read had it all (plain sockets)
             chunks.append(data)
             data = b""
+            if len(chunks) >= _MAX_READS:
+                # the other sockets get their turn (and this client's queue is looked at);
+                # TLS may hold decrypted bytes select() cannot see: come back next round
+                if self._secure:
+                    self.hub._loop.call_soon_threadsafe(self._read_more)
+                break
         if chunks:
             if data:
                 chunks.append(data)
@@ -287,6 +299,44 @@ class Session:
             self._lost(ConnectionLost("the server closed the connection"))
         else:
             self._flush()
+            if self.listener._queue.qsize() > self._high_water() and self.phase is Phase.LIVE:
+                self._pause()
+
+    # -- a burst faster than the callbacks: read less, for a moment ---------------------------
+
+    def _high_water(self) -> int:
+        return self.listener._queue_size // 2
+
+    def _pause(self) -> None:
+        """The client's queue is half full: stop reading its socket (what was read is acked)
+        until its worker has delivered down to a quarter, for at most ``_MAX_PAUSE`` seconds
+        (pings keep being answered at least that often; past it, the overflow policy applies:
+        dropped, then gap-filled)."""
+        if self._paused or self._sock is None:
+            return
+        self._paused = True
+        self.hub._loop.set_writing(self._sock, self, self._writing, read=False)
+        loop = self.hub._loop
+        self._pause_timer = self.hub._timers.call_later(_MAX_PAUSE, lambda: loop.call_soon_threadsafe(self.resume))
+
+    def resume(self) -> None:
+        """(on the loop) Read again."""
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+        if not self._paused:
+            return
+        self._paused = False
+        if self._sock is not None and self.phase is Phase.LIVE:
+            self.hub._loop.set_writing(self._sock, self, self._writing, read=True)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def _read_more(self) -> None:
+        if not self._paused and self.phase in (Phase.UPGRADE, Phase.AUTH, Phase.LIVE):
+            self.on_readable()
 
     def _tls_step(self) -> None:
         try:
@@ -469,7 +519,7 @@ class Session:
     def _set_writing(self, on: bool) -> None:
         if self._writing != on and self._sock is not None:
             self._writing = on
-            self.hub._loop.set_writing(self._sock, self, on)
+            self.hub._loop.set_writing(self._sock, self, on, read=not self._paused)
 
     # -- liveness and token refresh ---------------------------------------------------------
 
@@ -607,6 +657,10 @@ class Session:
         """Close the socket and every timer of this link; give back the handshake slot."""
         self._cancel_timer()
         self.hub._unwatch(self)
+        self._paused = False
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
         if self._refresh is not None:
             self._refresh.cancel()
             self._refresh = None
