@@ -197,9 +197,9 @@ class RealtimeHub:
     def _sweep(self) -> None:
         """Every live link's silence against its ``ping_timeout``; the dead ones replaced."""
         now = time.monotonic()
-        dead = [(s, silent) for s in self._live for silent in (s.dead_for(now),) if silent is not None]
-        for session, silent in dead:
-            session.declare_dead(silent)
+        dead = [s for s in self._live if now - s.last_frame_at >= s.listener.ping_timeout]
+        for session in dead:
+            session.declare_dead(now - session.last_frame_at)
         if self._live:
             self._next_sweep()
         else:

@@ -526,11 +526,6 @@ class Session:
     def _arm_watch(self, delay: float) -> None:
         self.hub._watch(self)  # the hub's sweep checks every live link (hub._sweep)
 
-    def dead_for(self, now: float) -> "float | None":
-        """(the sweep) How long this live link has been silent, when over ``ping_timeout``."""
-        silent = now - self.last_frame_at
-        return silent if silent >= self.listener.ping_timeout else None
-
     def declare_dead(self, silent: float) -> None:
         if self.phase is not Phase.LIVE:
             return
