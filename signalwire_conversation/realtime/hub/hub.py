@@ -24,9 +24,10 @@ __all__ = ["RealtimeHub"]
 logger = get_logger("signalwire_conversation.realtime")
 
 _MASK_POOL_BYTES = 4096
-#: how often every live link's silence is checked: a dead link is found at most this long
-#: after ``ping_timeout`` (one pass over the live links, not a timer per link)
-SWEEP_SECONDS = 2.0
+#: how often every live link's silence is checked: a quarter of the smallest ``ping_timeout``
+#: of the hub's clients, within these bounds (5 s for the default 20 s); a dead link is found
+#: at most that long after ``ping_timeout`` (one pass over the live links, not a timer each)
+SWEEP_MIN, SWEEP_MAX = 0.25, 5.0
 
 
 class RealtimeHub:
@@ -82,6 +83,7 @@ class RealtimeHub:
         self._mask_pos = 0
         self._live: "Set[Session]" = set()
         self._sweeping = False
+        self._sweep_every = SWEEP_MAX
         self._pid = os.getpid()
 
     # -- public -----------------------------------------------------------------------------
@@ -183,6 +185,7 @@ class RealtimeHub:
 
     def _watch(self, session: "Session") -> None:
         self._live.add(session)
+        self._sweep_every = min(self._sweep_every, max(SWEEP_MIN, session.listener.ping_timeout / 4))
         if not self._sweeping:
             self._sweeping = True
             self._next_sweep()
@@ -192,7 +195,7 @@ class RealtimeHub:
 
     def _next_sweep(self) -> None:
         loop = self._loop
-        self._timers.call_later(SWEEP_SECONDS, lambda: loop.call_soon_threadsafe(self._sweep))
+        self._timers.call_later(self._sweep_every, lambda: loop.call_soon_threadsafe(self._sweep))
 
     def _sweep(self) -> None:
         """Every live link's silence against its ``ping_timeout``; the dead ones replaced."""
