@@ -300,8 +300,6 @@ class Session:
             self._lost(ConnectionLost("the server closed the connection"))
         else:
             self._flush()
-            if self.listener._queue.qsize() > self._high_water() and self.phase is Phase.LIVE:
-                self._pause()
 
     # -- a burst faster than the callbacks: read less, for a moment ---------------------------
 
@@ -431,6 +429,8 @@ class Session:
         conn = self.conn
         assert conn is not None
         conn._handle_batch(batch)  # acks and ping answers go to self.send (buffered), events on
+        if self.listener._queue.qsize() > self._high_water() and self.phase is Phase.LIVE:
+            self._pause()
         if self.phase is Phase.AUTH:
             pending = self._pending
             if pending is not None and pending.done.is_set():
