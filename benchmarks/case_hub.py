@@ -243,6 +243,8 @@ def run_hub(size: Size) -> CaseResult:
     result.rows.append(Row(f"all {small:,} connected", "s", sdk["connect_s"], op="<=", bound=10, compare="value"))
     result.rows.append(Row("one message to each, all delivered", "s", sdk["deliver_s"], op="<=", bound=2, compare="value"))
     result.rows.append(Row("delivered exactly once", "clients", sdk["exactly_once"], small, op=">=", bound=1.0))
+    result.rows.append(Row("SDK threads left after hub.close()", "threads", sdk["threads_after_close"], op="==",
+                           bound=0, compare="value"))
     result.notes.append(json.dumps(figures))
     if small == 2000:
         big = measure(10000, IDLE_SECONDS, 1000.0, bare=False)["sdk"]
