@@ -197,3 +197,39 @@ def test_a_silent_link_is_found_dead_and_replaced_and_the_gap_filled(
         assert clients[1].stats["dead_links"] == 0 and clients[1].stats["connects"] == 1
     finally:
         emu.ping_interval = None
+
+
+def test_handshakes_in_flight_are_bounded(emu: Emulator) -> None:
+    subs = [emu.add_subscriber(f"b{i}") for i in range(12)]
+    with RealtimeHub(workers=2, max_handshakes=2) as hub:
+        peak = [0]
+        take = hub._take_slot
+
+        def counting(session: Any) -> bool:
+            taken = take(session)
+            peak[0] = max(peak[0], hub._in_flight)
+            return taken
+
+        hub._take_slot = counting  # type: ignore[method-assign]
+        clients = [Client(s.token, base_url=emu.base_url, relay_url=emu.relay_url, hub=hub) for s in subs]
+        subscribe_all(clients, [lambda event: None] * len(clients))
+        assert all(c.stats["connects"] == 1 for c in clients)
+        assert peak[0] == 2
+        for client in clients:
+            client.close()
+
+
+def test_reconnects_after_a_drop_are_spread_with_the_number_of_clients() -> None:
+    from signalwire_conversation.realtime.backoff import Backoff
+
+    class Highest(Backoff):
+        def _random(self, upper: float) -> float:
+            return upper
+
+    hub = RealtimeHub(reconnect_rate=100.0)
+    backoff = Highest(0.25, 15.0)
+    assert hub._reconnect_delay(backoff) == 0.25  # few clients: the backoff's first step
+    hub._listeners.update(object() for _ in range(1000))  # type: ignore[misc]
+    assert hub._reconnect_delay(backoff) == 10.0  # 1,000 clients at 100 per second
+    hub._listeners.clear()
+    hub.close()
