@@ -150,16 +150,25 @@ def _measure_callbacks(label: str, push: Any, counter: Counter, size: Size, time
     return size.rt_events / (counter.last - started), server_seconds, push.unacked()
 
 
-def _sdk_throughput(push: Any, urls: Dict[str, Any], relay_url: str, token: str, size: Size) -> Tuple[float, float, int]:
+def _sdk_throughput(
+    push: Any, urls: Dict[str, Any], relay_url: str, token: str, size: Size, hub: bool = False
+) -> Tuple[float, float, int]:
     client_cls = load_client()
     counter = Counter()
     timeout = 30.0 + size.rt_events / 1000.0
-    client = client_cls(token=token, base_url=urls["base_url"], relay_url=relay_url)
+    the_hub = None
+    if hub:
+        from signalwire_conversation import RealtimeHub
+
+        the_hub = RealtimeHub()
+    client = client_cls(token=token, base_url=urls["base_url"], relay_url=relay_url, hub=the_hub)
     try:
         client.conversation.subscribe(lambda event: counter.hit_one_thread())
         return _measure_callbacks("SDK", push, counter, size, timeout)
     finally:
         client.close()
+        if the_hub is not None:
+            the_hub.close()
 
 
 def slack_payload(sample: Dict[str, Any]) -> Dict[str, Any]:
@@ -223,7 +232,7 @@ def _slack_throughput(push: _BlastPush, api_url: str, size: Size) -> Tuple[float
 
 def run_throughput(size: Size) -> CaseResult:
     result = CaseResult("throughput", f"realtime throughput, {size.rt_events:,} conversation.message events")
-    figures: Dict[str, List[float]] = {k: [] for k in ("emu_raw", "emu_sdk", "raw", "sdk", "slack")}
+    figures: Dict[str, List[float]] = {k: [] for k in ("emu_raw", "emu_sdk", "raw", "sdk", "hub", "slack")}
     server_s: Dict[str, List[float]] = {k: [] for k in figures}
     unacked: Dict[str, int] = {k: 0 for k in figures}
     cpu_us: Dict[str, List[float]] = {k: [] for k in figures}
@@ -241,6 +250,7 @@ def run_throughput(size: Size) -> CaseResult:
         runs: List[Tuple[str, Any]] = [
             ("raw", lambda: _raw_throughput(relay_push, blast_urls["relay_url"], token, size)),
             ("sdk", lambda: _sdk_throughput(relay_push, urls, blast_urls["relay_url"], token, size)),
+            ("hub", lambda: _sdk_throughput(relay_push, urls, blast_urls["relay_url"], token, size, hub=True)),
             ("slack", lambda: _slack_throughput(slack_push, blast_urls["api_url"], size)),
             ("emu_raw", lambda: _raw_throughput(emu_raw, urls["relay_url"], subs["raw"]["token"], size)),
             ("emu_sdk", lambda: _sdk_throughput(emu_sdk, urls, urls["relay_url"], token, size)),
@@ -262,6 +272,8 @@ def run_throughput(size: Size) -> CaseResult:
 
     top = {k: best(v, True) for k, v in figures.items()}
     result.rows.append(Row("events/s vs raw websocket-client", "ev/s", top["sdk"], top["raw"], op=">=", bound=0.90))
+    result.rows.append(Row("events/s, one client alone on a RealtimeHub, vs raw websocket-client", "ev/s",
+                           top["hub"], top["raw"], op=">=", bound=1.5))
     result.rows.append(Row("events/s vs slack_sdk SocketModeClient", "ev/s", top["sdk"], top["slack"], op=">=",
                            bound=2.0, reference="slack_sdk"))
     result.rows.append(Row("emulator-bound: events/s vs raw", "ev/s", top["emu_sdk"], top["emu_raw"], op=">=",

@@ -28,7 +28,7 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 
 
 def _cases() -> Dict[str, Callable[[Size], CaseResult]]:
-    from benchmarks import case_process, case_realtime, case_recovery, case_rest
+    from benchmarks import case_hub, case_process, case_realtime, case_recovery, case_rest
 
     return {
         "paging": case_rest.run_paging,
@@ -38,10 +38,11 @@ def _cases() -> Dict[str, Callable[[Size], CaseResult]]:
         "recovery": case_recovery.run_recovery,
         "import": case_process.run_import,
         "memory": case_process.run_memory,
+        "hub": case_hub.run_hub,
     }
 
 
-CASE_NAMES = ("paging", "decode", "throughput", "latency", "recovery", "import", "memory")
+CASE_NAMES = ("paging", "decode", "throughput", "latency", "recovery", "import", "memory", "hub")
 
 
 def run(size: Size, names: Sequence[str], echo: Callable[[str], None] = print) -> List[CaseResult]:

@@ -48,11 +48,11 @@ from .subscriber_clients import SubscriberClients
 from .tokens import SubscriberTokens
 
 if _typing.TYPE_CHECKING:
-    from .realtime import ConnectionState, Subscription
+    from .realtime import ConnectionState, RealtimeHub, Subscription
 
 # The realtime package (and websocket-client under it) is imported on first use, so a
 # REST-only program never pays for it.
-_LAZY = {"ConnectionState": "realtime", "Subscription": "realtime"}
+_LAZY = {"ConnectionState": "realtime", "Subscription": "realtime", "RealtimeHub": "realtime"}
 
 
 def __getattr__(name: str) -> _typing.Any:
@@ -82,6 +82,7 @@ __all__ = [
     "Page",
     "Subscription",
     "ConnectionState",
+    "RealtimeHub",
     "Conversation",
     "ConversationMessage",
     "ConversationMessageEvent",

@@ -34,7 +34,7 @@ from .transport import DEFAULT_MAX_CONNECTIONS, TimeoutArg, Transport, resolve_m
 from .models import ConversationMessageEvent, event_from_message
 
 if TYPE_CHECKING:
-    from .realtime import ConnectionState, Listener
+    from .realtime import ConnectionState, Listener, RealtimeHub
     from .tokens import SubscriberTokens
 
 __all__ = ["Client"]
@@ -86,6 +86,9 @@ class Client:
         resolve_names: fill ``user_name`` of listed messages and of live events delivered to a
             callback from the address directory (cached 3 minutes; see
             :mod:`signalwire_conversation.names`). ``False`` sends no lookups.
+        hub: a :class:`~signalwire_conversation.RealtimeHub`: this client's realtime listener
+            runs on the hub's shared threads instead of threads of its own (for many
+            subscribed clients in one process; docs/realtime.md). ``None``: its own threads.
 
     A client that is garbage-collected without :meth:`close` closes its listener (its threads
     hold no reference to the client). In a process forked from one that used the client, the
@@ -114,8 +117,17 @@ class Client:
         on_state_change: Optional[StateHook] = None,
         listener_options: Optional[Mapping[str, Any]] = None,
         resolve_names: bool = True,
+        hub: Optional["RealtimeHub"] = None,
     ) -> None:
         _check_hook(on_error, "on_error")
+        if hub is not None:
+            from .realtime.hub import RealtimeHub as _Hub
+
+            if not isinstance(hub, _Hub):
+                raise ValidationError("hub", f"must be a RealtimeHub or None, got {type(hub).__name__}")
+            if hub.closed:
+                raise ValidationError("hub", "this RealtimeHub is closed")
+        self._hub = hub
         if not isinstance(resolve_names, bool):
             raise ValidationError(
                 "resolve_names", f"must be True or False, got {type(resolve_names).__name__} {resolve_names!r}"
@@ -221,7 +233,12 @@ class Client:
             if self._listener is None:
                 from .realtime import Listener  # imported here: REST-only use never needs it
 
-                self._listener = Listener(
+                make: Callable[..., Listener] = Listener
+                if self._hub is not None:
+                    from .realtime.hub.listener import HubListener
+
+                    make = functools.partial(HubListener, hub=self._hub)
+                self._listener = make(
                     tokens=self._tokens,
                     relay_url=self.relay_url,
                     fetch_missed=functools.partial(_recovered_messages, self.conversation),

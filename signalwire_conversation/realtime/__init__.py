@@ -5,8 +5,9 @@
 docs/realtime.md for the delivery guarantees.
 """
 
+from .hub import RealtimeHub
 from .listener import Listener
 from .state import ConnectionState
 from .subscription import Subscription
 
-__all__ = ["Listener", "Subscription", "ConnectionState"]
+__all__ = ["Listener", "RealtimeHub", "Subscription", "ConnectionState"]

@@ -11,7 +11,7 @@ link is down, to get a fresh token for a fresh connect.)
 from __future__ import annotations
 
 import time
-from typing import Any, List
+from typing import Any, Dict, List, Tuple
 
 from .._logging import get_logger
 from ..errors import AuthenticationError, RealtimeError, SignalWireError
@@ -73,8 +73,9 @@ class ReaderPart(ListenerCore):
             logger.exception("the listener stopped for good: the reader thread failed")
             self._fail(RealtimeError(f"the reader thread failed: {type(exc).__name__}: {exc}"), logged=True)
 
-    def _connect(self) -> Connection:
-        """Open, authenticate (resume when possible), announce; returns the live connection."""
+    def _connect_params(self) -> Tuple[str, Dict[str, Any], bool]:
+        """``(token, signalwire.connect params, resume)`` for the next connect (a fresh token
+        first when it has expired and a fresh connect is due; may call the token callable)."""
         resume = bool(self._protocol and self._authorization_state)
         if (
             not resume
@@ -90,6 +91,11 @@ class ReaderPart(ListenerCore):
             authorization_state=self._authorization_state if resume else None,
             agent=self._agent,
         )
+        return token, params, resume
+
+    def _connect(self) -> Connection:
+        """Open, authenticate (resume when possible), announce; returns the live connection."""
+        token, params, resume = self._connect_params()
         self._handshake_buffer = []
         try:
             try:
@@ -119,6 +125,12 @@ class ReaderPart(ListenerCore):
             self._handshake_buffer = None
             self._on_refused(refused, token=token, resume=resume)
             raise RetryNow() from None
+        self._authenticated(result, resume)
+        return conn
+
+    def _authenticated(self, result: Dict[str, Any], resume: bool) -> None:
+        """The ``signalwire.connect`` result is in: keep its state, count, queue the gap fill
+        and what was read meanwhile, wake ``subscribe()``."""
         buffered, self._handshake_buffer = self._handshake_buffer, None
 
         protocol = result.get("protocol")
@@ -154,7 +166,6 @@ class ReaderPart(ListenerCore):
             self._connected_once = True
             self._ready.set()
         self._refresh_kick.set()  # reschedule the token refresh
-        return conn
 
     def _on_refused(self, refused: ConnectRefused, *, token: str, resume: bool) -> None:
         """Decide after an authentication refusal: fresh connect, fresh token, or fatal."""

@@ -64,6 +64,8 @@ def test_correctness_rows_hold(results: Dict[str, Any]) -> None:
     assert by_metric[("recovery", "missing or duplicated")]["passed"] is True
     assert by_metric[("import", "heavy modules imported")]["passed"] is True
     assert by_metric[("memory", "threads left after close()")]["passed"] is True
+    assert by_metric[("hub", "delivered exactly once")]["passed"] is True
+    assert by_metric[("hub", "SDK threads left after hub.close()")]["passed"] is True
 
 
 def test_machine_is_described(results: Dict[str, Any]) -> None:

@@ -258,7 +258,7 @@ def test_bodies_not_logged_above_debug(rsps: responses.RequestsMock, caplog: pyt
 def test_public_names() -> None:
     assert sorted(signalwire_conversation.__all__) == sorted([
         "__version__",
-        "Client", "ConversationAPI", "Page", "Subscription", "ConnectionState",
+        "Client", "ConversationAPI", "Page", "Subscription", "ConnectionState", "RealtimeHub",
         "SubscriberTokens", "SubscriberClients",
         "Conversation", "ConversationMessage", "ConversationMessageEvent",
         "JoinResult", "SentMessage", "SubscriberInfo",
