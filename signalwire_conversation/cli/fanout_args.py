@@ -92,6 +92,11 @@ def add_relay_arguments(parser: argparse.ArgumentParser) -> None:
         help="subscriber access tokens, one a line, for setups without project credentials",
     )
     fleet.add_argument(
+        "--workers", type=positive_int, default=4, metavar="N",
+        help="threads of the realtime hub that this process's subscribers share for callbacks, gap "
+        "fills and token renewals (default: 4); the hub's I/O and timer threads come on top",
+    )
+    fleet.add_argument(
         "--fleet", default=DEFAULT_FLEET, metavar="NAME",
         help=f"relays with the same fleet name share the subscribers (default: {DEFAULT_FLEET})",
     )

@@ -154,11 +154,14 @@ def _fleet_sources(args: argparse.Namespace) -> "list[tuple[str, str]]":
     return unique
 
 
-def _new_client(args: argparse.Namespace, source: "tuple[str, str]", tokens: Any, on_state_change: Callable[[Any], None]) -> Any:
-    """The one place a fleet relay makes a subscriber's client."""
+def _new_client(
+    args: argparse.Namespace, source: "tuple[str, str]", tokens: Any, on_state_change: Callable[[Any], None], hub: Any
+) -> Any:
+    """The one place a fleet relay makes a subscriber's client (on the process's one hub)."""
     from ..client import Client
 
     options: Dict[str, Any] = dict(
+        hub=hub,
         base_url=getattr(args, "base_url", None),
         relay_url=getattr(args, "relay_url", None),
         allow_insecure=bool(getattr(args, "allow_insecure", False)),
@@ -182,9 +185,14 @@ def run_fleet(args: argparse.Namespace, stderr: TextIO) -> int:
     clients: List[Any] = []
     fleet: Optional[Fleet] = None
     relays: List[Any] = []
+    hub: Any = None
     undo_logging = _setup_logging(args.log_level, stderr)
     try:
         try:
+            from ..realtime import RealtimeHub
+
+            # every subscriber of this process on one hub: the thread count does not grow with them
+            hub = RealtimeHub(workers=getattr(args, "workers", 4))
             sources = _fleet_sources(args)
             tokens = None
             if any(kind == "reference" for kind, _ in sources):
@@ -196,7 +204,7 @@ def run_fleet(args: argparse.Namespace, stderr: TextIO) -> int:
                     if i < len(relays):
                         relays[i].on_connection_state(state)
 
-                clients.append(_new_client(args, source, tokens, on_state))
+                clients.append(_new_client(args, source, tokens, on_state, hub))
             fleet = Fleet(
                 clients, args.redis, name=args.fleet, lease_ttl=args.lease_ttl,
                 maxlen=args.maxlen or None, seen_ttl=args.seen_ttl, buffer_size=args.buffer_size,
@@ -222,6 +230,8 @@ def run_fleet(args: argparse.Namespace, stderr: TextIO) -> int:
     finally:
         for client in clients:
             client.close()
+        if hub is not None:
+            hub.close()
         undo_logging()
 
 
