@@ -41,20 +41,28 @@ def ts_seconds(ts: Any) -> Optional[float]:
 
 
 class RecentIds:
-    """The ids of the last ``maxlen`` delivered messages (a set with FIFO eviction).
+    """The ids of the recently delivered messages (a set with FIFO eviction).
 
-    Bounded memory: a duplicate older than the last ``maxlen`` messages is not recognised.
-    The overlap of a gap fill and the server's redeliveries are far inside that window.
+    Holds the last ``maxlen`` ids, and beyond that every id whose server ``ts`` is within
+    ``window`` seconds of the newest one added: a gap fill re-reads ``window`` seconds (its
+    overlap) before a subscription's position, so every message it can bring back again is
+    still recognised, whatever the rate (a burst of more than ``maxlen`` messages inside the
+    window only makes the set larger for as long as the burst is that recent). A duplicate
+    older than both bounds is not recognised; a gap fill never reaches that far back.
     """
 
-    __slots__ = ("maxlen", "_order", "_ids")
+    __slots__ = ("maxlen", "window", "_order", "_ids", "_newest")
 
-    def __init__(self, maxlen: int = 10_000) -> None:
+    def __init__(self, maxlen: int = 10_000, *, window: float = 0.0) -> None:
         if maxlen < 1:
             raise ValueError(f"maxlen must be at least 1, got {maxlen!r}")
+        if not window >= 0.0:
+            raise ValueError(f"window must be a number of seconds >= 0, got {window!r}")
         self.maxlen = maxlen
-        self._order: Deque[Hashable] = collections.deque()
+        self.window = window
+        self._order: Deque[Tuple[Hashable, float]] = collections.deque()
         self._ids: Set[Hashable] = set()
+        self._newest = -math.inf
 
     def __contains__(self, message_id: object) -> bool:
         return message_id in self._ids
@@ -62,14 +70,24 @@ class RecentIds:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def add(self, message_id: Hashable) -> bool:
-        """Remember ``message_id``; ``False`` when it was already known (a duplicate)."""
-        if message_id in self._ids:
+    def add(self, message_id: Hashable, ts: float = -math.inf) -> bool:
+        """Remember ``message_id`` (stamped ``ts`` by the server, in seconds); ``False`` when it
+        was already known (a duplicate)."""
+        ids = self._ids
+        if message_id in ids:
             return False
-        self._ids.add(message_id)
-        self._order.append(message_id)
-        if len(self._order) > self.maxlen:
-            self._ids.discard(self._order.popleft())
+        ids.add(message_id)
+        order = self._order
+        order.append((message_id, ts))
+        if ts > self._newest:
+            self._newest = ts
+        if len(order) > self.maxlen:
+            keep_from = self._newest - self.window
+            while len(order) > self.maxlen:
+                oldest_ts = order[0][1]
+                if oldest_ts >= keep_from and oldest_ts != -math.inf:
+                    break  # within the window of the newest (an id without ts never is)
+                ids.discard(order.popleft()[0])
         return True
 
 

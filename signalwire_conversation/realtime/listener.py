@@ -109,7 +109,9 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
         subscription_queue_size: capacity of each iterator subscription's queue.
         gap_overlap: server seconds fetched before a subscription's last delivered message
             when filling a gap (for messages the server stamped slightly out of order).
-        dedup_size: how many recent message ids each subscription remembers.
+        dedup_size: how many recent message ids each subscription remembers at least (more
+            while they are within ``gap_overlap`` of the newest: a gap fill's re-read overlap
+            is always recognised, whatever the rate).
         refresh_margin: with a callable token, refresh this long before expiry (at most half
             of the token's remaining lifetime).
         max_message_bytes: the largest websocket message accepted (8 MiB); a bigger one
@@ -303,6 +305,7 @@ class Listener(ReaderPart, DispatcherPart, RefresherPart, WatchdogPart):
             after=after,
             anchor=anchor,
             dedup_size=self._dedup_size,
+            dedup_window=self.gap_overlap + 1.0,  # a fill re-reads gap_overlap before the position
             pending=True,
         )
         # Registered before anything else, so that no message stored from now on can pass it

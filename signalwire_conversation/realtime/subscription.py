@@ -206,6 +206,7 @@ class Subscription:
         after: Optional[str] = None,
         anchor: Optional[str] = None,
         dedup_size: int = 10_000,
+        dedup_window: float = 0.0,
         pending: bool = False,
     ) -> None:
         self._owner = owner
@@ -220,7 +221,7 @@ class Subscription:
         #: the last message accepted (queued or handed to the callback): where a fill starts
         self._position = start.copy()
         self._anchor = anchor
-        self._recent = RecentIds(dedup_size)
+        self._recent = RecentIds(dedup_size, window=dedup_window)
         self._cursor = after
         #: waiting for a fill from its start (an after= backlog): live messages are left to it
         self._held = False
@@ -354,7 +355,7 @@ class Subscription:
             return 0  # stored before this subscription started (or at/before its cursor)
         if self._callback is None:
             return self._offer_pull(event, ts, advance)
-        if not self._recent.add(message_id):
+        if not self._recent.add(message_id, ts):
             return 2
         if advance:
             position = self._position
@@ -403,7 +404,7 @@ class Subscription:
             if event.id in self._recent:
                 return 2
             if self._queue.offer(event):
-                self._recent.add(event.id)
+                self._recent.add(event.id, ts)
                 if advance:
                     self._position.advance(ts, event.id)
                 return 1
@@ -456,7 +457,7 @@ class Subscription:
                 if not self._queue.offer(event):
                     complete = False  # full again: the rest is fetched on a later turn
                     break
-                self._recent.add(message_id)
+                self._recent.add(message_id, ts)
                 self._position.advance(ts, message_id)
             if complete:
                 self._overflowed = False

@@ -286,6 +286,25 @@ def test_a_slow_iterator_never_holds_up_a_callback_and_gets_its_overflow(
     assert slow.cursor == fast.events[-1].cursor
 
 
+def test_an_overflow_burst_larger_than_dedup_size_is_delivered_once(
+    emu: Emulator, alice: Subscriber, bob: Subscriber, make_client: ClientFactory
+) -> None:
+    # a slow callback lets a 20-slot queue overflow during a 300-message burst stamped within the
+    # gap fill's overlap; the ids remembered (dedup_size 5) are far fewer than the burst, so only
+    # the overlap window of the de-duplication keeps the fill from delivering any again
+    got = Recorder(pause=0.002)
+    client = make_client(alice, listener_options=dict(FAST_LISTENER, queue_size=20, dedup_size=5))
+    client.conversation.subscribe(got)
+    texts = [f"burst-{i}" for i in range(300)]
+    emu.send_messages(bob, alice.address_id, texts)
+    got.wait_for(300)
+    # a marker sent last arrives last: anything delivered twice would stand before it
+    emu.send_message(bob, alice.address_id, "burst-marker")
+    got.wait_for(301)
+    assert got.texts == texts + ["burst-marker"]
+    assert client.stats["gap_fills"] >= 1  # the queue did overflow
+
+
 def test_state_hook_one_thread_in_order_nothing_after_closed(
     emu: Emulator, alice: Subscriber, bob: Subscriber, make_client: ClientFactory
 ) -> None:

@@ -377,6 +377,16 @@ class TestDelivery:
         assert "a" not in r and len(r) == 3
         assert r.add("a")
 
+    def test_recent_ids_keep_the_window_whatever_the_rate(self) -> None:
+        # a burst of 50 inside a 2 s window with maxlen 3: every id of the window is kept (a gap
+        # fill re-reads the window), and only ids older than the window are let go
+        r = RecentIds(3, window=2.0)
+        for i in range(50):
+            assert r.add(f"m{i}", 100.0 + i * 0.01)
+        assert len(r) == 50 and all(not r.add(f"m{i}", 100.0 + i * 0.01) for i in range(50))
+        assert r.add("late", 110.0)  # the window moved on: the burst is older than it
+        assert len(r) == 3 and "m0" not in r and "m49" in r and "late" in r
+
     def test_position_orders_by_server_ts_then_ties(self) -> None:
         p = Position()
         assert p.empty and p.precedes(0.0, "a")
