@@ -22,7 +22,7 @@ from .._logging import get_logger
 from ..errors import AuthenticationError, RealtimeError
 from ..models import ConversationMessageEvent, decode_event
 from .connection import RawEvent
-from .core import Begin, Fill, ListenerCore, StateChange
+from .core import Begin, Fill, Item, ListenerCore, StateChange
 from .delivery import (
     CURSOR_VERSION,
     MILLISECONDS_THRESHOLD,
@@ -58,26 +58,7 @@ class DispatcherPart(ListenerCore):
                 except QueueClosed:
                     break
                 for item in items:
-                    if type(item) is tuple:
-                        if self._closing.is_set() and not self._may_drain():
-                            continue
-                        self._deliver_raw(item)
-                    elif isinstance(item, Fill):
-                        if self._closing.is_set():
-                            # what follows is after the gap: delivering it would put the
-                            # delivered cursor past messages never delivered
-                            self._draining_stopped = True
-                            if item.target is not None:
-                                item.target._begun.set()
-                            self._fill_done(item)
-                            continue
-                        self._run_fill(item)
-                    elif isinstance(item, Begin):
-                        self._begin(item)
-                    elif isinstance(item, StateChange):
-                        with self._lock:
-                            self._untold -= 1
-                        self._call_state_hook(item.state)
+                    self._handle(item)
         except BaseException as exc:  # a bug of ours: never die silently
             logger.exception("the listener stopped for good: the dispatcher thread failed")
             self._fail(RealtimeError(f"the dispatcher thread failed: {type(exc).__name__}: {exc}"), logged=True)
@@ -276,6 +257,30 @@ class DispatcherPart(ListenerCore):
                 self._report_error(exc, None)
                 if self._closing.wait(delay):
                     return None
+
+    def _handle(self, item: Item) -> None:
+        """One item of the queue: a raw event, a gap fill, a subscription's beginning or a
+        state change (the dispatcher thread's loop and a hub worker's drain share it)."""
+        if type(item) is tuple:
+            if self._closing.is_set() and not self._may_drain():
+                return
+            self._deliver_raw(item)
+        elif isinstance(item, Fill):
+            if self._closing.is_set():
+                # what follows is after the gap: delivering it would put the delivered cursor
+                # past messages never delivered
+                self._draining_stopped = True
+                if item.target is not None:
+                    item.target._begun.set()
+                self._fill_done(item)
+                return
+            self._run_fill(item)
+        elif isinstance(item, Begin):
+            self._begin(item)
+        elif isinstance(item, StateChange):
+            with self._lock:
+                self._untold -= 1
+            self._call_state_hook(item.state)
 
     def _fill_done(self, fill: Fill) -> None:
         with self._lock:

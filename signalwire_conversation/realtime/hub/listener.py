@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any, List, Sequence
 
 from ..._logging import get_logger
 from ...errors import RealtimeError
-from ..core import Begin, Fill, Item, StateChange
+from ..core import Item, wait_arg
 from ..listener import _DRAIN_SHARE, Listener
-from ..core import wait_arg
 from ..state import ConnectionState
 from ..subscription import BoundedQueue
 from .session import Session
@@ -135,25 +134,9 @@ class HubListener(Listener):
         queue = self._queue
         self._drain_thread = threading.get_ident()
         try:
+            handle = self._handle
             for item in queue.take(_SLICE):
-                if type(item) is tuple:
-                    if self._closing.is_set() and not self._may_drain():
-                        continue
-                    self._deliver_raw(item)
-                elif isinstance(item, Fill):
-                    if self._closing.is_set():
-                        self._draining_stopped = True
-                        if item.target is not None:
-                            item.target._begun.set()
-                        self._fill_done(item)
-                        continue
-                    self._run_fill(item)
-                elif isinstance(item, Begin):
-                    self._begin(item)
-                elif isinstance(item, StateChange):
-                    with self._lock:
-                        self._untold -= 1
-                    self._call_state_hook(item.state)
+                handle(item)
         except BaseException as exc:  # a bug of ours: never die silently
             logger.exception("the listener stopped for good: its delivery failed")
             self._drain_thread = 0
