@@ -15,7 +15,7 @@ from email.utils import formatdate
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ._errors import reason_phrase
+from ._errors import reason_phrase, validation_error
 
 __all__ = ["Request", "Response", "HeadError", "read_head", "parse_head", "read_request", "write_response"]
 
@@ -55,6 +55,16 @@ class Request:
         if not self.body:
             return None
         return json.loads(self.body.decode("utf-8"))
+
+    def json_object(self) -> Dict[str, Any]:
+        """The body as a JSON object; a 400 ``invalid_json`` error when it is not one."""
+        try:
+            body = self.json()
+        except (ValueError, UnicodeDecodeError):
+            raise validation_error("invalid_json", "the request body is not valid JSON", None, status=400) from None
+        if not isinstance(body, dict):
+            raise validation_error("invalid_json", "the request body must be a JSON object", None, status=400)
+        return body
 
     @property
     def is_websocket_upgrade(self) -> bool:

@@ -117,7 +117,7 @@ class Identity:
         if request.method != "POST":
             raise HTTPError(405, headers={"Allow": "POST"})
         self._check_credentials(request)
-        body = _body(request)
+        body = request.json_object()
         if request.path.rstrip("/") == PATH_MINT:
             return self._mint(body)
         if request.path.rstrip("/") == PATH_REFRESH:
@@ -241,13 +241,3 @@ class Identity:
         token = mint_refresh_token(self._store.ch)
         self._refresh[token] = _Refresh(subscriber.subscriber_id, self._store.clock() + self.refresh_ttl)
         return token
-
-
-def _body(request: Request) -> Dict[str, Any]:
-    try:
-        body = request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise validation_error("invalid_json", "the request body is not valid JSON", None, status=400) from None
-    if not isinstance(body, dict):
-        raise validation_error("invalid_json", "the request body must be a JSON object", None, status=400)
-    return body

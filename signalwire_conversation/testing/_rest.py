@@ -204,16 +204,6 @@ def list_conversations(ctx: RestContext, request: Request, caller: Subscriber, p
     return Response(200, {"data": data, "links": _links(ctx, request, size, older, newer)})
 
 
-def _body_object(request: Request) -> Dict[str, Any]:
-    try:
-        body = request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise validation_error("invalid_json", "the request body is not valid JSON", None, status=400) from None
-    if not isinstance(body, dict):
-        raise validation_error("invalid_json", "the request body must be a JSON object", None, status=400)
-    return body
-
-
 def _required_str(body: Dict[str, Any], name: str) -> str:
     value = body.get(name)
     if value is None:
@@ -235,7 +225,7 @@ def _own_address(caller: Subscriber, body: Dict[str, Any], *names: str) -> None:
 
 
 def join(ctx: RestContext, request: Request, caller: Subscriber, params: Dict[str, str]) -> Response:
-    body = _body_object(request)
+    body = request.json_object()
     _own_address(caller, body, "from_fabric_address_id", "from_address_id")
     ids = body.get("fabric_address_ids")
     if ids is None:
@@ -270,7 +260,7 @@ def _optional_object(body: Dict[str, Any], name: str) -> Optional[Dict[str, Any]
 
 
 def send_message(ctx: RestContext, request: Request, caller: Subscriber, params: Dict[str, str]) -> Response:
-    body = _body_object(request)
+    body = request.json_object()
     _own_address(caller, body, "from_fabric_address_id", "from_address_id")
     group_id = _required_str(body, "group_id")
     text = body.get("text")
