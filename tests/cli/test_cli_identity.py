@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Any, Dict, List
+from typing import Dict, List
 
 import pytest
 

@@ -6,7 +6,7 @@ import json
 import re
 import threading
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict
 
 import pytest
 import websocket

@@ -7,7 +7,7 @@ import io
 import os
 import sys
 import threading
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 

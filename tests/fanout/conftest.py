@@ -12,7 +12,6 @@ import importlib.util
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 

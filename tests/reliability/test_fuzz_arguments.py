@@ -7,8 +7,7 @@ in ``rsps.calls`` (and fails the call), so "zero calls" proves nothing was sent.
 from __future__ import annotations
 
 import datetime as dt
-import math
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 import pytest
 import responses

@@ -6,7 +6,7 @@ import collections
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Set
+from typing import TYPE_CHECKING, Deque, List, Set
 
 from ..._logging import get_logger
 from ...errors import RealtimeError, ValidationError

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ..._logging import get_logger
-from ...errors import RealtimeError, SignalWireError
+from ...errors import SignalWireError
 from ..connection import (
     ConnectFatal,
     Connection,
