@@ -51,13 +51,16 @@ def test_200_clients_with_20_drops_get_every_message_once_in_order(
             emu.send_message(sender, s.address_id, f"m{r}")
         if r < 4:
             for i in victims[r * 5 : r * 5 + 5]:
-                assert emu.drop_connections(subscribers[i]) >= 0
+                assert emu.drop_connections(subscribers[i]) >= 1  # it was connected
     expected = [f"m{r}" for r in range(rounds)]
     wait_until(lambda: all(len(store) >= rounds for store in got), WAIT, "every message delivered")
     wait_until(lambda: all(c.stats["connects"] >= 2 for c in (clients[i] for i in victims)), WAIT, "the reconnects")
-    time.sleep(0.2)  # a duplicate would come now
+    # a marker sent last arrives last: anything delivered twice would stand before it
+    for s in subscribers:
+        emu.send_message(sender, s.address_id, "marker")
+    wait_until(lambda: all(store and store[-1] == "marker" for store in got), WAIT, "every marker")
     for i, store in enumerate(got):
-        assert store == expected, f"client {i}: {store}"
+        assert store == expected + ["marker"], f"client {i}: {store}"
     assert sum(clients[i].stats["disconnects"] for i in victims) >= 20
     assert len(hub_threads()) <= 4 + hub.workers
 
@@ -114,7 +117,7 @@ def test_one_subscribers_callbacks_never_overlap_and_keep_order(
     for k in range(30):
         for s in subs:
             emu.send_message(sender, s.address_id, str(k))
-    wait_until(lambda: all(len(g) == 30 for g in got), WAIT, "every message")
+    wait_until(lambda: all(len(g) >= 30 for g in got), WAIT, "every message")
     assert not overlaps
     assert all(g == [str(k) for k in range(30)] for g in got)
 
@@ -133,10 +136,12 @@ def test_closing_one_client_mid_stream_leaves_the_others_exact(
         if k == 20:
             clients[2].close()
     expected = [str(k) for k in range(40)]
-    wait_until(lambda: all(len(got[i]) == 40 for i in (0, 1, 3, 4)), WAIT, "the others' messages")
-    time.sleep(0.2)
+    # a marker sent last arrives last: anything delivered twice would stand before it
     for i in (0, 1, 3, 4):
-        assert got[i] == expected
+        emu.send_message(sender, subs[i].address_id, "end")
+    wait_until(lambda: all(got[i] and got[i][-1] == "end" for i in (0, 1, 3, 4)), WAIT, "the others' messages")
+    for i in (0, 1, 3, 4):
+        assert got[i] == expected + ["end"]
     assert got[2] == expected[: len(got[2])] and len(got[2]) <= 21  # what it got: in order, once
     assert clients[0].stats["connects"] == 1
 

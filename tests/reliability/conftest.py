@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import gc
 import os
+import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, List, Set
 
 import pytest
+import trustme
 from hypothesis import HealthCheck, settings
+
+from signalwire_conversation.testing import Emulator
 
 try:
     SCALE = float(os.environ.get("SIGNALWIRE_RELIABILITY_SCALE", "1") or 1)
@@ -114,3 +119,26 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("reliability figures")
         for line in FIGURES:
             terminalreporter.write_line(line)
+
+
+# -- TLS: a CA of the tests' own and an emulator serving a certificate it issued (per module) --
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = Path(tmp_path_factory.mktemp("ca")) / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tls_emulator(ca: trustme.CA) -> Iterator[Emulator]:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+    with Emulator(ssl_context=ctx, ping_interval=None) as emulator:
+        yield emulator

@@ -6,13 +6,10 @@ carries none; wss/https are verified by default (a throwaway CA from ``trustme``
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
-from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
 import pytest
-import trustme
 
 from signalwire_conversation import Client, ServerError, SignalWireError
 from signalwire_conversation.testing import Emulator
@@ -85,26 +82,6 @@ def test_full_session_at_debug_never_logs_a_token(caplog: pytest.LogCaptureFixtu
 
 
 # -- TLS ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = Path(tmp_path_factory.mktemp("ca")) / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tls_emulator(ca: trustme.CA) -> Iterator[Emulator]:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
-    with Emulator(ssl_context=ctx, ping_interval=None) as emu:
-        yield emu
 
 
 def test_tls_emulator_urls(tls_emulator: Emulator) -> None:

@@ -9,7 +9,6 @@ loopback server that records the request headers, real threads.
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from pathlib import Path
@@ -107,26 +106,6 @@ def test_session_auth_and_header_do_not_accompany_the_token(netrc_for_loopback: 
 
 
 # -- 2. one trust decision for REST and the websocket ----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = Path(tmp_path_factory.mktemp("ca")) / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tls_emulator(ca: trustme.CA) -> Iterator[Emulator]:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
-    with Emulator(ssl_context=ctx, ping_interval=None) as emulator:
-        yield emulator
 
 
 @pytest.fixture
