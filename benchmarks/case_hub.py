@@ -171,12 +171,19 @@ def child_bare(n: int, ws_port: int, idle: float) -> Dict[str, Any]:
         sock.sendall(upgrade_request("127.0.0.1", ws_port, "/", key, secure=False))
         data = b""
         while parse_upgrade(data, key) is None:
-            data += sock.recv(4096)
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise RuntimeError("the server closed the connection during the upgrade")
+            data += chunk
         connect = json.dumps({"jsonrpc": "2.0", "id": "c", "method": "signalwire.connect", "params": {}})
         sock.sendall(mask_frame(connect.encode(), os.urandom(4)))
         reader = FrameReader(1 << 20)
-        while not reader.feed(sock.recv(65536)):
-            pass
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("the server closed the connection before answering signalwire.connect")
+            if reader.feed(chunk):
+                break
         sock.setblocking(False)
         sel.register(sock, selectors.EVENT_READ, reader)
     connect_s = time.monotonic() - started

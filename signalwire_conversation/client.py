@@ -420,11 +420,10 @@ def _after_fork_in_child() -> None:
     The listener resets itself (realtime/listener.py)."""
     for client in list(_CLIENTS):
         client._lock = threading.Lock()
-        api = client.conversation
-        api._lock = threading.Lock()
-        api._info_lock = threading.Lock()
-        api._join_locks = {}
-        client._tokens._lock = threading.Lock()
+        client.conversation._after_fork()
+        client._tokens._after_fork()
+        if client.names is not None:
+            client.names._after_fork()
         session = getattr(client._transport, "_session", None)
         adapters = getattr(session, "adapters", {})
         for adapter in list(adapters.values()):

@@ -208,6 +208,13 @@ class TokenProvider:
         with self._lock:
             return self._token
 
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock, and no refresh in flight (its thread stayed in the
+        parent)."""
+        self._lock = threading.Lock()
+        self._flight = None
+        self._hung = []
+
     def refresh(self, stale: Optional[str] = None) -> str:
         """Get a fresh token from the callable and make it current; returns it.
 

@@ -240,6 +240,12 @@ class ConversationAPI:
         self._groups: Dict[str, str] = {}
         self._join_locks: Dict[str, threading.Lock] = {}
 
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks (one may have been held at fork time)."""
+        self._lock = threading.Lock()
+        self._info_lock = threading.Lock()
+        self._join_locks = {}
+
     # -- own address -------------------------------------------------------------------------
 
     def get_subscriber_info(self, *, timeout: CallTimeout = NOT_GIVEN) -> SubscriberInfo:

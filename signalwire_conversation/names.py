@@ -103,6 +103,12 @@ class NameResolver:
 
     # -- lookups -------------------------------------------------------------------------------
 
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock, and no lookup in flight (its thread stayed in the
+        parent)."""
+        self._lock = threading.Lock()
+        self._flights = {}
+
     def name_of(self, address_id: Optional[str]) -> Optional[str]:
         """The name of ``address_id`` (cached; one lookup at a time per address); never raises."""
         if not address_id:

@@ -36,7 +36,7 @@ import requests
 
 from . import _logging
 from .errors import SignalWireError, ValidationError
-from .transport import new_session
+from .transport import DEFAULT_MAX_CONNECTIONS, new_session
 
 if TYPE_CHECKING:
     from .client import Client
@@ -69,7 +69,7 @@ class SubscriberClients:
         tokens: Optional["SubscriberTokens"] = None,
         *,
         max_clients: int = DEFAULT_MAX_CLIENTS,
-        pool_maxsize: int = 32,
+        pool_maxsize: int = DEFAULT_MAX_CONNECTIONS,
         **client_kwargs: Any,
     ) -> None:
         if isinstance(max_clients, bool) or not isinstance(max_clients, int) or max_clients < 1:

@@ -619,19 +619,15 @@ def new_session(*, pool_connections: int = 4, pool_maxsize: int = DEFAULT_MAX_CO
     return session
 
 
-def _install_deadline(session: requests.Session) -> int:
-    """Give ``session``'s standard adapters the deadline-aware pools; how many got them.
+def _install_deadline(session: requests.Session) -> None:
+    """Give ``session``'s standard adapters the deadline-aware pools.
 
     An adapter qualifies when it is an ``HTTPAdapter`` whose pool manager still uses urllib3's
     own pool classes (anything custom is left alone). The new pools' connections behave as
     before unless the SDK's own request is running on the thread (the deadline is per thread).
     """
-    installed = 0
     for adapter in set(session.adapters.values()):
-        if isinstance(adapter, _DeadlineAdapter):
-            installed += 1
-            continue
-        if not isinstance(adapter, HTTPAdapter):
+        if isinstance(adapter, _DeadlineAdapter) or not isinstance(adapter, HTTPAdapter):
             continue
         manager = getattr(adapter, "poolmanager", None)
         if not _uses_standard_pools(manager):
@@ -646,8 +642,6 @@ def _install_deadline(session: requests.Session) -> int:
             return proxy_manager
 
         setattr(adapter, "proxy_manager_for", proxy_manager_for)
-        installed += 1
-    return installed
 
 
 _STANDARD_POOLS = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
@@ -841,7 +835,7 @@ class Transport:
         attempt = 0
         while True:
             token = self._tokens.get()
-            headers = self._headers(token, has_body=data is not None)
+            headers = self._headers(has_body=data is not None)
             self._log_request(method, url, params, data, attempt)
             started = time.monotonic()
             deadline = None if budget is None else started + budget
@@ -949,7 +943,7 @@ class Transport:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _headers(self, token: str, *, has_body: bool) -> MutableMapping[str, str]:
+    def _headers(self, *, has_body: bool) -> MutableMapping[str, str]:
         # (the token itself goes as the request's auth: see _send and BearerAuth)
         headers = {
             "Accept": "application/json",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Set, Union
 
 from ._redis import Redis, connect, text
 from .fleet import DEFAULT_FLEET, FleetKeys, fair_share, live_records
@@ -34,17 +34,16 @@ def fleet_status(redis: Union[str, Redis], name: str = DEFAULT_FLEET, *, now: Op
     now = time.time() if now is None else now
     records = live_records(client, keys)
     since: Dict[str, float] = {}
-    streams: List[str] = []
+    seen_streams: Set[str] = set()
     relays: List[Dict[str, Any]] = []
     for record in sorted(records, key=lambda r: str(r["id"])):
-        held = record.get("held") if isinstance(record.get("held"), dict) else {}
-        assert isinstance(held, dict)
+        held = record.get("held")
+        if not isinstance(held, dict):
+            held = {}
         for stream, taken in held.items():
             if isinstance(taken, (int, float)):
                 since[f"{record['id']}\0{stream}"] = float(taken)
-        for stream in record.get("streams") or []:
-            if isinstance(stream, str) and stream not in streams:
-                streams.append(stream)
+        seen_streams.update(stream for stream in record.get("streams") or [] if isinstance(stream, str))
         beat = record.get("beat")
         relays.append({
             "id": record["id"],
@@ -55,6 +54,7 @@ def fleet_status(redis: Union[str, Redis], name: str = DEFAULT_FLEET, *, now: Op
             "share": record.get("share"),
             "heartbeat_age": round(now - beat, 3) if isinstance(beat, (int, float)) else None,
         })
+    streams = sorted(seen_streams)
     pipe = client.pipeline(transaction=False)
     for stream in streams:
         k = StreamKeys(stream)
@@ -64,9 +64,8 @@ def fleet_status(redis: Union[str, Redis], name: str = DEFAULT_FLEET, *, now: Op
         pipe.hget(k.checkpoint, "ts")
     replies = pipe.execute() if streams else []
     rows: List[Dict[str, Any]] = []
-    for stream in sorted(streams):
-        j = streams.index(stream) * 4
-        holder, pttl, length, ts = replies[j:j + 4]
+    for j, stream in enumerate(streams):
+        holder, pttl, length, ts = replies[4 * j:4 * j + 4]
         holder_id = text(holder)
         taken = since.get(f"{holder_id}\0{stream}") if holder_id else None
         checkpoint_ts = _float(ts)

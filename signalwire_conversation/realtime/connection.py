@@ -582,6 +582,27 @@ def _untyped(ws: websocket.WebSocket, name: str) -> Callable[[], None]:
     return cast(Callable[[], None], getattr(ws, name))
 
 
+def connect_result(pending: _Pending) -> Dict[str, Any]:
+    """The result of an answered ``signalwire.connect``.
+
+    Raises:
+        ConnectRefused: an authentication error (its text redacted).
+        ConnectionLost: any other error, or a result that is not an object.
+    """
+    if pending.error is not None:
+        error = pending.error
+        message = error.get("message") if isinstance(error, Mapping) else None
+        code = error.get("code") if isinstance(error, Mapping) else None
+        text = f"signalwire.connect failed: {redact(str(message)) if message else preview(error, 200)}"
+        if is_auth_refusal(error):
+            raise ConnectRefused(text, code=code if isinstance(code, int) else None, error=error)
+        raise ConnectionLost(text, code=code if isinstance(code, int) else None)
+    result = pending.result
+    if not isinstance(result, dict):
+        raise ConnectionLost(f"signalwire.connect answered a non-object: {preview(result, 200)}")
+    return result
+
+
 class Connection:
     """One websocket to the relay and what happens on it (see the module docstring).
 
@@ -735,18 +756,7 @@ class Connection:
             if remaining <= 0:
                 raise ConnectionLost(f"no answer to signalwire.connect within {timeout:g}s")
             self.poll(remaining)
-        if pending.error is not None:
-            error = pending.error
-            message = error.get("message") if isinstance(error, Mapping) else None
-            code = error.get("code") if isinstance(error, Mapping) else None
-            text = f"signalwire.connect failed: {redact(str(message)) if message else preview(error, 200)}"
-            if is_auth_refusal(error):
-                raise ConnectRefused(text, code=code if isinstance(code, int) else None, error=error)
-            raise ConnectionLost(text, code=code if isinstance(code, int) else None)
-        result = pending.result
-        if not isinstance(result, dict):
-            raise ConnectionLost(f"signalwire.connect answered a non-object: {preview(result, 200)}")
-        return result
+        return connect_result(pending)
 
     def _take_buffered(self, batch: List[bytes]) -> None:
         """Append the complete text frames already buffered (the fast path; no system call)."""

@@ -182,6 +182,15 @@ class ListenerCore:
             return time.time()
         return clock[0] + (time.monotonic() - clock[1])
 
+    def _learn_server_clock(self, server_time: Tuple[float, float]) -> bool:
+        """Take the clock of the latest server ping; ``True`` for the first one, which is when
+        the token's lifetime (its expiry is a server time) can first be read right."""
+        first = self._server_clock is None
+        self._server_clock = server_time
+        if first and self._expires_at is not None:
+            self._token_lifetime = max(0.0, self._expires_at - self._server_now())
+        return first
+
     # ------------------------------------------------------------------------------------------
     # state: every transition under the lock; told by the dispatcher thread only
 

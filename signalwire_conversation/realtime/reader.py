@@ -224,14 +224,8 @@ class ReaderPart(ListenerCore):
                     # socket timeout (setting it costs a system call)
                     timeout = max(0.01, int(remaining * 10) / 10)
                 conn.poll(timeout)
-                if conn.server_time is not None:
-                    first = self._server_clock is None
-                    self._server_clock = conn.server_time
-                    if first:
-                        # the token's expiry (a server time) can now be read right
-                        if self._expires_at is not None:
-                            self._token_lifetime = max(0.0, self._expires_at - self._server_now())
-                        self._refresh_kick.set()
+                if conn.server_time is not None and self._learn_server_clock(conn.server_time):
+                    self._refresh_kick.set()  # the token's lifetime is now read on the server's clock
         except ConnectionLost as exc:
             if not self._closing.is_set():
                 self._last_error = exc

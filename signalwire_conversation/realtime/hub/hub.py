@@ -180,9 +180,6 @@ class RealtimeHub:
             nxt._slot = True
             nxt._prepare()
 
-    def _forget_slot_waiter(self, session: "Session") -> None:
-        """(Waiters that closed are skipped when their turn comes.)"""
-
     def _watch(self, session: "Session") -> None:
         self._live.add(session)
         self._sweep_every = min(self._sweep_every, max(SWEEP_MIN, session.listener.ping_timeout / 4))

@@ -32,7 +32,7 @@ from ..connection import (
     _certificate_error,
     _encode,
     _Pending,
-    is_auth_refusal,
+    connect_result,
     mask_frame,
     parse_frame,
     ping_reply,
@@ -418,10 +418,7 @@ class Session:
         if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
             conn.server_time = (float(stamp), self.last_frame_at)
             listener = self.listener
-            first = listener._server_clock is None
-            listener._server_clock = conn.server_time
-            if first and listener._expires_at is not None:
-                listener._token_lifetime = max(0.0, listener._expires_at - listener._server_now())
+            if listener._learn_server_clock(conn.server_time) and listener._expires_at is not None:
                 self._schedule_refresh()
         return True
 
@@ -437,10 +434,7 @@ class Session:
                 self._auth_answered(pending)
         elif conn.server_time is not None:
             listener = self.listener
-            first = listener._server_clock is None
-            listener._server_clock = conn.server_time
-            if first and listener._expires_at is not None:
-                listener._token_lifetime = max(0.0, listener._expires_at - listener._server_now())
+            if listener._learn_server_clock(conn.server_time) and listener._expires_at is not None:
                 self._schedule_refresh()
 
     def _upgraded(self) -> None:
@@ -466,17 +460,7 @@ class Session:
 
     def _auth_answered(self, pending: _Pending) -> None:
         self._pending = None
-        if pending.error is not None:
-            error = pending.error
-            message = error.get("message") if isinstance(error, dict) else None
-            code = error.get("code") if isinstance(error, dict) else None
-            text = f"signalwire.connect failed: {message if message else error}"
-            if is_auth_refusal(error):
-                raise ConnectRefused(text, code=code if isinstance(code, int) else None, error=error)
-            raise ConnectionLost(text)
-        result = pending.result
-        if not isinstance(result, dict):
-            raise ConnectionLost("signalwire.connect answered a non-object")
+        result = connect_result(pending)
         self._cancel_timer()
         self._release_slot()
         self.phase = Phase.LIVE
@@ -485,7 +469,7 @@ class Session:
         listener._authenticated(result, self._resume)
         self._token = ""
         self._live_once = True
-        self._arm_watch(listener.ping_timeout)
+        self.hub._watch(self)  # the hub's sweep checks every live link (hub._sweep)
         self._schedule_refresh()
 
     # -- writing ----------------------------------------------------------------------------
@@ -528,9 +512,6 @@ class Session:
             self.hub._loop.set_writing(self._sock, self, on, read=not self._paused)
 
     # -- liveness and token refresh ---------------------------------------------------------
-
-    def _arm_watch(self, delay: float) -> None:
-        self.hub._watch(self)  # the hub's sweep checks every live link (hub._sweep)
 
     def declare_dead(self, silent: float) -> None:
         if self.phase is not Phase.LIVE:
@@ -680,11 +661,7 @@ class Session:
         self._pending = None
         conn, self.conn = self.conn, None
         if conn is not None:
-            listener = self.listener
-            with listener._lock:
-                if listener._conn is conn:
-                    listener._conn = None
-            conn.close()
+            self.listener._drop_connection(conn)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -699,7 +676,6 @@ class Session:
     def close(self) -> None:
         """Stop for good (on the loop): the socket, the timers, the slot."""
         self._teardown()
-        self.hub._forget_slot_waiter(self)
         self.phase = Phase.CLOSED
 
     # -- what Connection calls (its "ws") ---------------------------------------------------
