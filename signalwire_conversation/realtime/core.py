@@ -182,6 +182,12 @@ class ListenerCore:
             return time.time()
         return clock[0] + (time.monotonic() - clock[1])
 
+    def _refresh_wait(self, due: float) -> float:
+        """Seconds until a token refresh due at ``due`` (server time): at most one refresh a
+        second, and looked at again at least once a minute (the server's clock may be learned
+        meanwhile)."""
+        return min(60.0, max(0.0, due - self._server_now(), self._last_refresh_at + 1.0 - time.time()))
+
     def _learn_server_clock(self, server_time: Tuple[float, float]) -> bool:
         """Take the clock of the latest server ping; ``True`` for the first one, which is when
         the token's lifetime (its expiry is a server time) can first be read right."""

@@ -31,13 +31,7 @@ class RefresherPart(ListenerCore):
         failures = 0
         while not self._closing.is_set():
             due = self._refresh_due()
-            # at most one refresh a second, whatever the server says about expiry
-            timeout = (
-                None
-                if due is None
-                # (looked at again at least once a minute: the server's clock may be learned since)
-                else min(60.0, max(0.0, due - self._server_now(), self._last_refresh_at + 1.0 - time.time()))
-            )
+            timeout = None if due is None else self._refresh_wait(due)
             if self._refresh_kick.wait(timeout):
                 self._refresh_kick.clear()
                 continue

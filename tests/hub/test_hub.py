@@ -238,3 +238,35 @@ def test_reconnects_after_a_drop_are_spread_with_the_number_of_clients() -> None
     assert hub._reconnect_delay(backoff) == 10.0  # 1,000 clients at 100 per second
     hub._listeners.clear()
     hub.close()
+
+
+def test_a_callable_token_is_refreshed_on_the_live_link_and_a_failed_refresh_retried(
+    emu: Emulator, hub: RealtimeHub
+) -> None:
+    # the hub's timer schedules the refresh before expiry; a callable that fails once is
+    # retried (with backoff) and the link is reauthenticated, never reconnected
+    alice, bob = emu.add_subscriber("alice"), emu.add_subscriber("bob")
+    calls: List[str] = []
+
+    def new_token() -> str:
+        calls.append("call")
+        if len(calls) == 2:  # the first refresh fails
+            raise RuntimeError("the identity provider is down")
+        return emu.issue_token(alice, ttl=4)
+
+    client = Client(new_token, base_url=emu.base_url, relay_url=emu.relay_url, hub=hub,
+                    listener_options={"backoff_initial": 0.05, "backoff_max": 0.2, "refresh_margin": 2.0})
+    try:
+        got: List[str] = []
+        client.conversation.subscribe(_collector(got))
+        wait_until(lambda: client.stats["token_refreshes"] >= 1, 8, "a token refresh after a failed one")
+        assert len(calls) >= 3  # construction, the failed refresh, the one that worked
+        wait_until(
+            lambda: any(c.reauthentications >= 1 for c in emu.connections if c.subscriber is alice),
+            5, "a signalwire.reauthenticate on the live link",
+        )
+        assert client.stats["connects"] == 1
+        emu.send_message(bob, alice.address_id, "still here")
+        wait_until(lambda: got == ["still here"], 5, "a message after the refresh")
+    finally:
+        client.close(timeout=1)

@@ -82,7 +82,7 @@ class Session:
         "hub", "listener", "phase", "_sock", "_out", "_writing", "_inbuf", "_frames", "conn",
         "_key", "_timer", "_failures", "_resume", "_token", "_params", "_pending",
         "_slot", "_url", "_host", "_port", "_path", "_secure", "last_frame_at", "_live_once",
-        "_refresh", "_close_sent", "_tls_context", "_paused", "_pause_timer",
+        "_refresh", "_refresh_failures", "_close_sent", "_tls_context", "_paused", "_pause_timer",
     )
 
     def __init__(self, hub: "RealtimeHub", listener: "HubListener") -> None:
@@ -98,6 +98,7 @@ class Session:
         self._key = ""
         self._timer: Optional[TimerHandle] = None
         self._refresh: Optional[TimerHandle] = None
+        self._refresh_failures = 0  # token refreshes failed in a row (touched by one worker at a time)
         self._failures = 0
         self._resume = False
         self._token = ""
@@ -532,10 +533,15 @@ class Session:
         due = listener._refresh_due()
         if due is None:
             return
-        delay = min(60.0, max(0.0, due - listener._server_now(), listener._last_refresh_at + 1.0 - time.time()))
+        self._refresh_later(listener._refresh_wait(due), slack=_WATCH_SLACK)
+
+    def _refresh_later(self, delay: float, *, slack: float = 0.0) -> None:
+        # (the loop) the one pending refresh of this link: teardown and rescheduling cancel it
+        if self._refresh is not None:
+            self._refresh.cancel()
         pool = self.hub._pool
         self._refresh = self.hub._timers.call_later(
-            delay, lambda: pool.submit(("refresh", self), self._refresh_on_worker), slack=_WATCH_SLACK
+            delay, lambda: pool.submit(("refresh", self), self._refresh_on_worker), slack=slack
         )
 
     def _refresh_on_worker(self) -> None:
@@ -555,11 +561,12 @@ class Session:
         try:
             listener._reauthenticate(conn)
         except Exception as exc:
-            delay = listener._backoff.delay(1)
+            self._refresh_failures += 1  # growing backoff, as the threaded refresher's
+            delay = listener._backoff.delay(self._refresh_failures)
             logger.warning("token refresh failed: %s; retrying in %.2fs", exc, delay)
-            pool = self.hub._pool
-            self.hub._timers.call_later(delay, lambda: pool.submit(("refresh", self), self._refresh_on_worker))
+            loop.call_soon_threadsafe(self._refresh_later, delay)
             return
+        self._refresh_failures = 0
         loop.call_soon_threadsafe(self._schedule_refresh)
 
     # -- failures and teardown --------------------------------------------------------------
